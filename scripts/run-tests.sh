@@ -1,0 +1,53 @@
+#!/bin/bash
+# Run every test suite and end with one line "N passed, N failed".
+#   unit:        cmocka programs via `meson test`
+#   integration: pytest against the real daemon (tests/integration)
+# Exit status 0 only when nothing failed and at least one test ran.
+set -uo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+passed=0; failed=0
+
+echo "== static checks"
+if scripts/check-banned.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "== unit tests (cmocka)"
+meson test -C "$BUILD" --suite unit --print-errorlogs > "$OUT/unit.log" 2>&1
+cat "$OUT/unit.log" | grep -E '^ *[0-9]+/[0-9]+ ' || true
+# cmocka prints one "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)," per
+# program; meson's testlog holds them all.
+log="$BUILD/meson-logs/testlog.txt"
+up=$(grep -hoE '^\[  PASSED  \] [0-9]+' "$log" | awk '{s+=$4} END{print s+0}')
+uf=$(grep -hoE '^\[  FAILED  \] [0-9]+' "$log" | awk '{s+=$4} END{print s+0}')
+# A unit program that crashed or never ran counts as one failure.
+crashed=$(grep -cE '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$OUT/unit.log" || true)
+if [ "$uf" -eq 0 ] && [ "$crashed" -gt 0 ]; then uf=$crashed; fi
+echo "unit: $up passed, $uf failed"
+passed=$((passed + up)); failed=$((failed + uf))
+
+echo "== integration tests (pytest)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$OUT/it.xml" tests/integration
+rc=$?
+if [ -f "$OUT/it.xml" ]; then
+	read -r ip if_ < <(/usr/bin/python3 - "$OUT/it.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+sk = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - sk, f)
+PY
+)
+else
+	ip=0; if_=1
+fi
+if [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then if_=1; fi
+echo "integration: $ip passed, $if_ failed"
+passed=$((passed + ip)); failed=$((failed + if_))
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,152 @@
+/*
+ * queue_list.c - list the spool from its files alone (no daemon needed),
+ * using the pure parsers of spool_format.c on each file's trailer and
+ * envelope.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "queue_list.h"
+#include "util.h"
+
+int
+queue_read_envelope(const char *spool_dir, const char *id,
+                    struct spool_env *env, uint64_t *file_size, char *err,
+                    size_t errlen)
+{
+	char path[PATH_MAX], tail[SPOOL_TRAILER_MAX];
+	uint64_t csize, esize;
+	struct stat st;
+	size_t tlen;
+	char *ebuf = NULL;
+	int fd, rc = -1;
+
+	snprintf(path, sizeof(path), "%s/queue/%s", spool_dir, id);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto done;
+	}
+	tlen = st.st_size < SPOOL_TRAILER_MAX ? (size_t)st.st_size
+	                                      : SPOOL_TRAILER_MAX;
+	if (pread(fd, tail, tlen, st.st_size - (off_t)tlen) != (ssize_t)tlen ||
+	    spool_trailer_parse(tail, tlen, (uint64_t)st.st_size, &csize,
+	        &esize) == -1) {
+		snprintf(err, errlen, "%s: bad or missing trailer", path);
+		goto done;
+	}
+	if (esize > 64 * 1024 * 1024 || (ebuf = malloc(esize + 1)) == NULL) {
+		snprintf(err, errlen, "%s: envelope too large", path);
+		goto done;
+	}
+	if (pread(fd, ebuf, esize, (off_t)csize) != (ssize_t)esize) {
+		snprintf(err, errlen, "%s: short read", path);
+		goto done;
+	}
+	if (spool_env_parse(ebuf, esize, env, err, errlen) == -1)
+		goto done;
+	env->content_size = csize;
+	if (file_size)
+		*file_size = (uint64_t)st.st_size;
+	rc = 0;
+done:
+	free(ebuf);
+	close(fd);
+	return rc;
+}
+
+struct qentry {
+	struct spool_env env;
+};
+
+static int
+qentry_cmp(const void *a, const void *b)
+{
+	const struct qentry *x = a, *y = b;
+
+	if (x->env.time_ms != y->env.time_ms)
+		return x->env.time_ms < y->env.time_ms ? -1 : 1;
+	return strcmp(x->env.id, y->env.id);
+}
+
+static void
+fmt_age(char *buf, size_t len, uint64_t ms)
+{
+	uint64_t s = ms / 1000;
+
+	if (s < 60)
+		snprintf(buf, len, "%llus", (unsigned long long)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
+	else
+		snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
+}
+
+int
+queue_list(const char *spool_dir, FILE *out)
+{
+	char path[PATH_MAX], err[256];
+	struct qentry *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	int bad = 0;
+	uint64_t now = util_now_ms();
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/queue", spool_dir);
+	if ((d = opendir(path)) == NULL) {
+		fprintf(stderr, "petrel: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct qentry *nv = realloc(v, ncap * sizeof(*nv));
+			if (nv == NULL)
+				break;
+			v = nv;
+			cap = ncap;
+		}
+		memset(&v[n], 0, sizeof(v[n]));
+		if (queue_read_envelope(spool_dir, de->d_name, &v[n].env, NULL,
+		    err, sizeof(err)) == -1) {
+			fprintf(stderr, "petrel: %s\n", err);
+			bad++;
+			continue;
+		}
+		n++;
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), qentry_cmp);
+	if (n == 0)
+		fprintf(out, "Mail queue is empty\n");
+	for (size_t i = 0; i < n; i++) {
+		const struct spool_env *e = &v[i].env;
+		char age[32];
+
+		fmt_age(age, sizeof(age), now > e->time_ms ? now - e->time_ms : 0);
+		fprintf(out, "%s %5s %8llu <%s>\n", e->id, age,
+		    (unsigned long long)e->content_size, e->sender);
+		for (size_t r = 0; r < e->nrcpt; r++)
+			fprintf(out, "        <%s>\n", e->rcpt[r]);
+		fprintf(out, "\n");
+		spool_env_free(&v[i].env);
+	}
+	if (n > 0)
+		fprintf(out, "%zu message%s in queue\n", n, n == 1 ? "" : "s");
+	free(v);
+	return bad;
+}

@@ -1,0 +1,472 @@
+/*
+ * spool.c - durable message store: streaming writes on the loop, commits
+ * (fdatasync, rename, directory fsync) on worker threads. See spool.h.
+ *
+ * Threads: the event loop owns every spool_msg until spool_msg_commit();
+ * then the message sits on sp->jobs (under sp->lock), a worker owns it while
+ * it writes, it sits on sp->done (under sp->lock), and the loop owns it
+ * again when it drains sp->done after a byte on the notify pipe, calls the
+ * completion and frees it. Nothing else is shared.
+ *
+ * Group commit: a worker takes every queued job at once (up to
+ * SPOOL_BATCH), makes each file durable and renames it, then fsyncs the
+ * queue directory once for the whole batch. Under load this turns N
+ * directory fsyncs into one without delaying any single message.
+ *
+ * Invariant: a file appears in queue/ only complete (content, envelope,
+ * trailer) and fdatasync'ed; a commit reported as successful has also had
+ * its directory entry fsync'ed. A failed commit leaves no file in tmp/ or
+ * queue/.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "buf.h"
+#include "spool.h"
+#include "util.h"
+
+#define SPOOL_BATCH 64
+#define SPOOL_FLUSH (64 * 1024)
+
+enum spool_fault { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC };
+
+struct spool_msg {
+	struct spool *sp;
+	char id[SPOOL_ID_MAX + 1];
+	struct buf mem;      /* content not yet written to fd */
+	int fd;              /* tmp/<id>, or -1 while all in memory */
+	uint64_t size;       /* content bytes so far */
+	char *env;           /* serialized envelope + trailer (commit) */
+	size_t envlen;
+	uint64_t token;
+	int result;          /* 0 or errno, set by the worker */
+	struct spool_msg *next;
+};
+
+struct spool {
+	struct event_base *base;
+	char *dir;
+	int qfd;                 /* queue/ directory, for fsync */
+	pthread_t *threads;
+	unsigned nthreads;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct spool_msg *jobs, **jobs_tail;
+	struct spool_msg *done, **done_tail;
+	unsigned pending;        /* committed, completion not yet delivered */
+	int stopping;
+	int notify[2];
+	struct event *ev_notify;
+	spool_done_cb cb;
+	void *cbarg;
+	enum spool_fault fault;
+};
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int
+spool_path(const struct spool *sp, const char *sub, const char *id, char *out,
+           size_t outlen)
+{
+	int n = snprintf(out, outlen, "%s/%s/%s", sp->dir, sub, id);
+
+	if (n < 0 || (size_t)n >= outlen) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* Worker: make one message durable in queue/. Returns 0 or an errno. */
+static int
+spool_commit_one(struct spool *sp, struct spool_msg *m)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	int err = 0;
+
+	if (spool_path(sp, "tmp", m->id, tmp, sizeof(tmp)) == -1 ||
+	    spool_path(sp, "queue", m->id, dst, sizeof(dst)) == -1)
+		return ENAMETOOLONG;
+	if (m->fd == -1) {
+		m->fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (m->fd == -1)
+			return errno;
+	}
+	if (write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1 ||
+	    write_all(m->fd, m->env, m->envlen) == -1) {
+		err = errno;
+		goto fail;
+	}
+	if (sp->fault == FAULT_WRITE) {
+		err = EIO;
+		goto fail;
+	}
+	if (fdatasync(m->fd) == -1 || sp->fault == FAULT_FSYNC) {
+		err = sp->fault == FAULT_FSYNC ? EIO : errno;
+		goto fail;
+	}
+	if (close(m->fd) == -1) {
+		m->fd = -1;
+		err = errno;
+		goto fail;
+	}
+	m->fd = -1;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) == -1) {
+		err = errno;
+		goto fail;
+	}
+	return 0;
+fail:
+	if (m->fd != -1) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	unlink(tmp);
+	return err ? err : EIO;
+}
+
+static void *
+spool_worker(void *arg)
+{
+	struct spool *sp = arg;
+
+	pthread_mutex_lock(&sp->lock);
+	for (;;) {
+		struct spool_msg *batch, **tail, *m;
+		int n = 0, ok = 0;
+
+		while (sp->jobs == NULL && !sp->stopping)
+			pthread_cond_wait(&sp->cond, &sp->lock);
+		if (sp->jobs == NULL)
+			break;
+		batch = sp->jobs;
+		tail = &sp->jobs;
+		for (m = sp->jobs; m && n < SPOOL_BATCH; m = m->next, n++)
+			tail = &m->next;
+		sp->jobs = *tail;
+		*tail = NULL;
+		if (sp->jobs == NULL)
+			sp->jobs_tail = &sp->jobs;
+		pthread_mutex_unlock(&sp->lock);
+
+		for (m = batch; m; m = m->next)
+			if ((m->result = spool_commit_one(sp, m)) == 0)
+				ok++;
+		if (ok > 0 && fsync(sp->qfd) == -1) {
+			/* Not durable: take the renamed files back. */
+			int e = errno;
+			for (m = batch; m; m = m->next) {
+				char dst[PATH_MAX];
+				if (m->result == 0 &&
+				    spool_path(sp, "queue", m->id, dst,
+				        sizeof(dst)) == 0)
+					unlink(dst);
+				if (m->result == 0)
+					m->result = e;
+			}
+		}
+
+		pthread_mutex_lock(&sp->lock);
+		*sp->done_tail = batch;
+		for (m = batch; m->next; m = m->next)
+			;
+		sp->done_tail = &m->next;
+		while (write(sp->notify[1], "x", 1) == -1 && errno == EINTR)
+			;
+	}
+	pthread_mutex_unlock(&sp->lock);
+	return NULL;
+}
+
+static void
+spool_msg_free(struct spool_msg *m)
+{
+	buf_free(&m->mem);
+	free(m->env);
+	free(m);
+}
+
+/* Loop: deliver completions. */
+static void
+spool_on_notify(evutil_socket_t fd, short what, void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_msg *list, *m;
+	char drain[256];
+
+	while (read(fd, drain, sizeof(drain)) > 0)
+		;
+	pthread_mutex_lock(&sp->lock);
+	list = sp->done;
+	sp->done = NULL;
+	sp->done_tail = &sp->done;
+	pthread_mutex_unlock(&sp->lock);
+	while ((m = list) != NULL) {
+		list = m->next;
+		sp->pending--;
+		sp->cb(m->token, m->id, m->result, sp->cbarg);
+		spool_msg_free(m);
+	}
+}
+
+static int
+spool_clean_tmp(struct spool *sp, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/tmp", sp->dir);
+	if ((d = opendir(path)) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	return 0;
+}
+
+struct spool *
+spool_open(struct event_base *base, const char *dir, unsigned workers,
+           spool_done_cb cb, void *cbarg, char *err, size_t errlen)
+{
+	static const char *subdirs[] = { "queue", "tmp", "tls" };
+	struct spool *sp = calloc(1, sizeof(*sp));
+	char path[PATH_MAX];
+	const char *fault = getenv("PETREL_FAULT_SPOOL");
+
+	if (sp == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	sp->base = base;
+	sp->qfd = -1;
+	sp->notify[0] = sp->notify[1] = -1;
+	sp->jobs_tail = &sp->jobs;
+	sp->done_tail = &sp->done;
+	sp->cb = cb;
+	sp->cbarg = cbarg;
+	if (fault && strcmp(fault, "write") == 0)
+		sp->fault = FAULT_WRITE;
+	else if (fault && strcmp(fault, "fsync") == 0)
+		sp->fault = FAULT_FSYNC;
+	if ((sp->dir = strdup(dir)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (util_mkdirs(dir, 0700) == -1) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
+		if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	if (spool_clean_tmp(sp, err, errlen) == -1)
+		goto fail;
+	snprintf(path, sizeof(path), "%s/queue", dir);
+	if ((sp->qfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (pipe2(sp->notify, O_NONBLOCK | O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	sp->ev_notify = event_new(base, sp->notify[0], EV_READ | EV_PERSIST,
+	    spool_on_notify, sp);
+	if (sp->ev_notify == NULL || event_add(sp->ev_notify, NULL) == -1) {
+		snprintf(err, errlen, "event_new failed");
+		goto fail;
+	}
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->cond, NULL);
+	if (workers == 0)
+		workers = 1;
+	sp->threads = calloc(workers, sizeof(*sp->threads));
+	if (sp->threads == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (unsigned i = 0; i < workers; i++) {
+		int e = pthread_create(&sp->threads[i], NULL, spool_worker, sp);
+		if (e != 0) {
+			snprintf(err, errlen, "pthread_create: %s", strerror(e));
+			goto fail;
+		}
+		sp->nthreads++;
+	}
+	return sp;
+fail:
+	spool_close(sp);
+	return NULL;
+}
+
+void
+spool_close(struct spool *sp)
+{
+	if (sp == NULL)
+		return;
+	if (sp->nthreads > 0) {
+		pthread_mutex_lock(&sp->lock);
+		sp->stopping = 1;
+		pthread_cond_broadcast(&sp->cond);
+		pthread_mutex_unlock(&sp->lock);
+		for (unsigned i = 0; i < sp->nthreads; i++)
+			pthread_join(sp->threads[i], NULL);
+	}
+	/* Completions nobody will hear about: the files are in queue/. */
+	while (sp->done) {
+		struct spool_msg *m = sp->done;
+		sp->done = m->next;
+		spool_msg_free(m);
+	}
+	free(sp->threads);
+	if (sp->ev_notify)
+		event_free(sp->ev_notify);
+	if (sp->notify[0] != -1)
+		close(sp->notify[0]);
+	if (sp->notify[1] != -1)
+		close(sp->notify[1]);
+	if (sp->qfd != -1)
+		close(sp->qfd);
+	free(sp->dir);
+	free(sp);
+}
+
+const char *
+spool_dir(const struct spool *sp)
+{
+	return sp->dir;
+}
+
+struct spool_msg *
+spool_msg_new(struct spool *sp, const char *id)
+{
+	struct spool_msg *m = calloc(1, sizeof(*m));
+	size_t len = strlen(id);
+
+	if (m == NULL)
+		return NULL;
+	if (len == 0 || len > SPOOL_ID_MAX) {
+		free(m);
+		errno = EINVAL;
+		return NULL;
+	}
+	memcpy(m->id, id, len + 1);
+	m->sp = sp;
+	m->fd = -1;
+	return m;
+}
+
+static int
+spool_msg_spill(struct spool_msg *m)
+{
+	char tmp[PATH_MAX];
+
+	if (m->fd == -1) {
+		if (spool_path(m->sp, "tmp", m->id, tmp, sizeof(tmp)) == -1)
+			return -1;
+		m->fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (m->fd == -1)
+			return -1;
+	}
+	if (write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1)
+		return -1;
+	buf_reset(&m->mem);
+	return 0;
+}
+
+int
+spool_msg_write(struct spool_msg *m, const void *p, size_t n)
+{
+	if (buf_append(&m->mem, p, n) == -1) {
+		errno = ENOMEM;
+		return -1;
+	}
+	m->size += n;
+	if ((m->fd == -1 && buf_len(&m->mem) > SPOOL_SPILL) ||
+	    (m->fd != -1 && buf_len(&m->mem) >= SPOOL_FLUSH))
+		return spool_msg_spill(m);
+	return 0;
+}
+
+uint64_t
+spool_msg_size(const struct spool_msg *m)
+{
+	return m->size;
+}
+
+void
+spool_msg_abort(struct spool_msg *m)
+{
+	char tmp[PATH_MAX];
+
+	if (m == NULL)
+		return;
+	if (m->fd != -1) {
+		close(m->fd);
+		if (spool_path(m->sp, "tmp", m->id, tmp, sizeof(tmp)) == 0)
+			unlink(tmp);
+	}
+	spool_msg_free(m);
+}
+
+int
+spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
+                 uint64_t token)
+{
+	struct spool *sp = m->sp;
+
+	if (spool_env_serialize(env, m->size, &m->env, &m->envlen) == -1) {
+		spool_msg_abort(m);
+		errno = EINVAL;
+		return -1;
+	}
+	m->token = token;
+	m->next = NULL;
+	sp->pending++;
+	pthread_mutex_lock(&sp->lock);
+	*sp->jobs_tail = m;
+	sp->jobs_tail = &m->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+	return 0;
+}
+
+unsigned
+spool_pending(const struct spool *sp)
+{
+	return sp->pending;
+}
