@@ -25,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -58,6 +61,10 @@ struct io {
 	int hs_want_write;  /* handshake wants the socket writable */
 	int rd_want_write;  /* SSL_read returned WANT_WRITE */
 	int wr_want_read;   /* SSL_write returned WANT_READ */
+	int connecting;     /* client: connect() in progress */
+	int client;         /* client side TLS */
+	char *sni;
+	SSL_SESSION *resume;
 	char tls_info[128];
 	char err[256];
 };
@@ -79,6 +86,9 @@ io_real_free(struct io *io)
 		SSL_free(io->ssl);
 	}
 	close(io->fd);
+	free(io->sni);
+	if (io->resume)
+		SSL_SESSION_free(io->resume);
 	buf_free(&io->in);
 	buf_free(&io->out);
 	free(io);
@@ -106,7 +116,10 @@ io_update(struct io *io)
 
 	if (io->dead)
 		return;
-	if (io->tls == TLS_HANDSHAKE) {
+	if (io->connecting) {
+		want_read = 0;
+		want_write = 1;
+	} else if (io->tls == TLS_HANDSHAKE) {
 		want_read = !io->hs_want_write;
 		want_write = io->hs_want_write;
 	} else {
@@ -326,7 +339,15 @@ io_tls_begin(struct io *io)
 		io_set_ssl_error(io, "TLS setup");
 		return io_dispatch(io, IO_ERROR);
 	}
-	SSL_set_accept_state(io->ssl);
+	if (io->client) {
+		if (io->sni)
+			SSL_set_tlsext_host_name(io->ssl, io->sni);
+		if (io->resume)
+			SSL_set_session(io->ssl, io->resume);
+		SSL_set_connect_state(io->ssl);
+	} else {
+		SSL_set_accept_state(io->ssl);
+	}
 	io->tls = TLS_HANDSHAKE;
 	return io_handshake(io);
 }
@@ -415,6 +436,25 @@ io_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct io *io = arg;
 
+	if (io->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		io->connecting = 0;
+		if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err != 0) {
+			snprintf(io->err, sizeof(io->err), "connect: %s",
+			    strerror(err));
+			io_dispatch(io, IO_ERROR);
+			return;
+		}
+		io_arm_timer(io);
+		if (io_dispatch(io, IO_CONNECTED))
+			return;
+		io_after(io);
+		return;
+	}
 	if (io->tls == TLS_HANDSHAKE) {
 		io_handshake(io);
 		return;
@@ -461,6 +501,36 @@ io_new(struct event_base *base, int fd, io_cb cb, void *arg)
 		free(io);
 		return NULL;
 	}
+	io_update(io);
+	return io;
+}
+
+struct io *
+io_connect(struct event_base *base, const struct sockaddr *sa, socklen_t salen,
+           unsigned timeout_ms, io_cb cb, void *arg)
+{
+	struct io *io;
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+
+	if (fd == -1)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, sa, salen) == -1 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	if ((io = io_new(base, fd, cb, arg)) == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	io->connecting = 1;
+	io->timeout_ms = timeout_ms;
+	io_arm_timer(io);
 	io_update(io);
 	return io;
 }
@@ -564,6 +634,37 @@ io_starttls(struct io *io, SSL_CTX *ctx)
 	if (io->depth == 0)
 		io_after(io);
 	return 0;
+}
+
+int
+io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
+                   SSL_SESSION *resume)
+{
+	if (io->tls != TLS_NONE || ctx == NULL)
+		return -1;
+	buf_reset(&io->in); /* plaintext before the handshake is never a reply */
+	io->client = 1;
+	free(io->sni);
+	io->sni = servername ? strdup(servername) : NULL;
+	if (resume && SSL_SESSION_up_ref(resume) == 1)
+		io->resume = resume;
+	io->tls_ctx = ctx;
+	io->tls = TLS_PENDING;
+	if (io->depth == 0)
+		io_after(io);
+	return 0;
+}
+
+SSL *
+io_ssl(const struct io *io)
+{
+	return io->tls == TLS_ACTIVE ? io->ssl : NULL;
+}
+
+int
+io_tls_resumed(const struct io *io)
+{
+	return io->tls == TLS_ACTIVE && SSL_session_reused(io->ssl);
 }
 
 const char *

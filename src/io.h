@@ -29,6 +29,7 @@ struct event_base;
 struct io;
 
 enum io_event {
+	IO_CONNECTED,     /* client side: the connection is established */
 	IO_DATAIN,        /* new input in io_in() */
 	IO_LOWAT,         /* the output buffer has drained */
 	IO_TLSREADY,      /* TLS handshake finished */
@@ -41,6 +42,15 @@ typedef void (*io_cb)(struct io *io, enum io_event ev, void *arg);
 
 /* Take ownership of a connected non-blocking fd. Reading starts at once. */
 struct io *io_new(struct event_base *base, int fd, io_cb cb, void *arg);
+/*
+ * Client side: start a non-blocking connect to sa. IO_CONNECTED follows when
+ * it succeeds, IO_ERROR when it fails; the io timeout (timeout_ms) bounds
+ * the attempt. Returns NULL (errno set) when the socket cannot be made.
+ */
+struct io *io_connect(struct event_base *base, const struct sockaddr *sa,
+                      socklen_t salen, unsigned timeout_ms, io_cb cb,
+                      void *arg);
+
 /* Close the fd, free buffers and TLS state. Safe inside the callback. */
 void io_free(struct io *io);
 
@@ -68,6 +78,19 @@ size_t io_peek(struct io *io);
 
 /* Server-side STARTTLS, see above. Returns 0 or -1. */
 int io_starttls(struct io *io, SSL_CTX *ctx);
+
+/*
+ * Client-side STARTTLS, after the server's 220: drops buffered plaintext
+ * input (never taken as a reply), stops reading plaintext, then handshakes
+ * with SNI servername and, when resume is not NULL, offers that session
+ * (the io takes a reference). Returns 0 or -1.
+ */
+int io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
+                       SSL_SESSION *resume);
+/* The SSL object once TLS is up (for session caching, verification). */
+SSL *io_ssl(const struct io *io);
+/* 1 if the TLS handshake resumed a session. */
+int io_tls_resumed(const struct io *io);
 
 /* "TLS1.3:TLS_AES_256_GCM_SHA384:256" once TLS is up, else NULL. */
 const char *io_tls_info(const struct io *io);

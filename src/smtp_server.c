@@ -1062,6 +1062,8 @@ session_io(struct io *io, enum io_event ev, void *arg)
 		if (s->state == S_CLOSING)
 			session_free(s);
 		return;
+	case IO_CONNECTED: /* cannot happen: accepted sockets */
+		return;
 	case IO_TLSREADY:
 		session_enter(s, S_COMMAND);
 		session_process(s);

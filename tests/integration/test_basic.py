@@ -3,6 +3,7 @@ through smtplib, and the CLI (check-config, --version)."""
 
 import re
 import smtplib
+import socket
 import subprocess
 import time
 
@@ -467,3 +468,42 @@ def test_listen_address_in_use_fails(petrel, petrel_factory):
     # the first daemon is unharmed
     with petrel.connect() as c:
         c.ehlo()
+
+
+def test_quit_after_client_half_close(petrel):
+    """A client that sends QUIT and shuts down its sending side still gets
+    the 221."""
+    with petrel.session() as c:
+        c.send("QUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        expect(c.read_reply(), 221, "2.0.0")
+        c.expect_closed()
+
+
+def test_nul_in_command_line(petrel):
+    with petrel.session() as c:
+        r = c.cmd(b"NOOP\x00x")
+        assert 500 <= r.code < 600, r.raw()
+        c.marker()
+
+
+def test_clients_vanishing_during_greeting_delay(petrel_factory):
+    p = petrel_factory(listen={"greeting_delay": "200ms"})
+    for _ in range(10):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s.close()
+    with p.connect() as c:
+        c.ehlo()
+        c.send_message(make_message())
+    p.check_alive()
+
+
+def test_envelope_layout(petrel):
+    with petrel.session() as c:
+        qid = c.send_message(make_message(), rcpts=["a@local.example", "b@local.example"])
+    sp = petrel.spool_msg(qid)
+    keys = [ln.split(b" ", 1)[0] for ln in sp.env_raw.split(b"\n")[:-1]]
+    assert keys == [b"id", b"time", b"sender", b"helo", b"client", b"proto", b"tls",
+                    b"body", b"smtputf8", b"msgid", b"rcpt", b"rcpt"], keys
+    assert (petrel.queue_dir / qid).stat().st_size == (
+        sp.content_size + sp.env_size + len(f"PETREL-SPOOL 1 {sp.content_size} {sp.env_size}\n"))

@@ -213,3 +213,15 @@ def test_disk_full_chunks_spread(tiny_spool, petrel_factory):
         assert p.tmp_files() == []
         qid = c.send_message(make_message())
     assert p.queue_ids() == [qid]
+
+
+def test_queue_does_not_list_message_in_progress(petrel):
+    with petrel.session() as c:
+        expect(c.mail(), 250, "2.1.0")
+        expect(c.rcpt(), 250, "2.1.5")
+        expect(c.cmd("DATA"), 354)
+        c.send(b"Subject: in progress\r\n\r\n" + (b"p" * 98 + b"\r\n") * 500)
+        assert petrel.queue_cmd() == []
+        c.send(b".\r\n")
+        qid = expect_queued(c.read_reply())
+    assert [e.id for e in petrel.queue_cmd()] == [qid]

@@ -267,3 +267,67 @@ def test_client_disconnect_mid_data_leaves_nothing(petrel):
     assert petrel.queue_files() == []
     with petrel.session() as c2:
         c2.marker()
+
+
+def test_command_timeout_partial_line(petrel_factory):
+    """A client that sends half a command and goes quiet is timed out too."""
+    p = petrel_factory(listen={"command_timeout": "2s"})
+    c = p.session(timeout=8)
+    c.send("NOO")
+    expect(c.read_reply(), 421, "4.4.2")
+    c.expect_closed()
+    c.close()
+
+
+def _wait_tmp_empty(p, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while p.tmp_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.tmp_files() == []
+
+
+@pytest.mark.parametrize("where", ["mid-chunk", "between-chunks"])
+def test_client_disconnect_mid_bdat_leaves_nothing(petrel, where):
+    c = petrel.session()
+    expect(c.mail(), 250, "2.1.0")
+    expect(c.rcpt(), 250, "2.1.5")
+    chunk = (b"q" * 98 + b"\r\n") * 500
+    c.send(f"BDAT {len(chunk)}\r\n".encode() + chunk)
+    expect(c.read_reply(), 250, "2.0.0")
+    if where == "mid-chunk":
+        c.send(f"BDAT {len(chunk)} LAST\r\n".encode() + chunk[:1000])
+    c.close()
+    _wait_tmp_empty(petrel)
+    assert petrel.queue_files() == []
+    with petrel.session() as c2:
+        c2.marker()
+
+
+def test_sync_error_mid_bdat_leaves_nothing(petrel):
+    c = petrel.session()
+    expect(c.mail(), 250, "2.1.0")
+    expect(c.rcpt(), 250, "2.1.5")
+    chunk = b"Subject: x\r\n\r\n" + (b"q" * 98 + b"\r\n") * 100
+    c.send(f"BDAT {len(chunk)}\r\n".encode() + chunk)
+    expect(c.read_reply(), 250, "2.0.0")
+    c.send("NOOP\r\nBDAT 5 LAST\r\nabcde")
+    replies = c.read_all_until_closed()
+    expect(replies[-1], 554, "5.5.0")
+    c.close()
+    _wait_tmp_empty(petrel)
+    assert petrel.queue_files() == []
+
+
+def test_command_timeout_between_bdat_chunks(petrel_factory):
+    p = petrel_factory(listen={"command_timeout": "2s", "data_timeout": "2s"})
+    c = p.session(timeout=8)
+    expect(c.mail(), 250, "2.1.0")
+    expect(c.rcpt(), 250, "2.1.5")
+    chunk = b"Subject: x\r\n\r\nfirst chunk\r\n"
+    c.send(f"BDAT {len(chunk)}\r\n".encode() + chunk)
+    expect(c.read_reply(), 250, "2.0.0")
+    expect(c.read_reply(), 421, "4.4.2")
+    c.expect_closed()
+    c.close()
+    _wait_tmp_empty(p)
+    assert p.queue_files() == []

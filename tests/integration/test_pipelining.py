@@ -174,3 +174,22 @@ def test_swaks_pipeline(petrel, extra):
     assert petrel.sync_error_lines() == []
     if extra:
         assert msgs[0].env["proto"] == "esmtps"
+
+
+def test_thousand_rcpts_one_write(petrel):
+    """The largest group RCPTMAX allows, in one write: 1002 replies in
+    order, even though the input and the replies span many buffers."""
+    rcpts = [f"rcpt-{i:04d}@local.example" for i in range(1000)]
+    with petrel.session(timeout=15) as c:
+        c.send("MAIL FROM:<big@example.com>\r\n"
+               + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts) + "DATA\r\n")
+        r = c.read_replies(1002)
+        expect(r[0], 250, "2.1.0")
+        bad = [(i, x.raw()) for i, x in enumerate(r[1:1001]) if (x.code, x.enh) != (250, "2.1.5")]
+        assert bad == []
+        expect(r[1001], 354)
+        c.send(make_message() + b".\r\n")
+        qid = expect_queued(c.read_reply())
+        c.marker()
+    assert petrel.spool_msg(qid).rcpts == rcpts
+    assert petrel.sync_error_lines() == []

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from petrel_helpers import (HOSTNAME, client_tls_context, expect, expect_queued,
-                            make_message)
+from petrel_helpers import (HOSTNAME, client_tls_context, dot_stuff, expect,
+                            expect_queued, make_message)
 
 
 def test_starttls_reply_and_ehlo_after(petrel):
@@ -21,10 +21,10 @@ def test_starttls_reply_and_ehlo_after(petrel):
         assert c.sock.version() == "TLSv1.3"
         r = c.cmd("EHLO x")
         expect(r, 250)
-        assert r.lines[0] == f"{HOSTNAME} Hello x [127.0.0.1]"
-        assert "STARTTLS" not in r.lines
-        assert "PIPELINING" in r.lines and "CHUNKING" in r.lines
-        assert r.lines[-1].startswith("LIMITS ")
+        assert r.lines == [f"{HOSTNAME} Hello x [127.0.0.1]", "PIPELINING",
+                           "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES",
+                           "CHUNKING", "SMTPUTF8",
+                           "LIMITS RCPTMAX=1000 MAILMAX=1000"], r.raw()
 
 
 def test_starttls_twice(petrel):
@@ -234,3 +234,63 @@ def test_swaks_tls(petrel):
     line = petrel.wait_log(rf" {msgs[0].env['id']} <= ")
     assert re.search(r" P=esmtps .*X=TLS1\.3:", line) or (
         " P=esmtps" in line and " X=TLS1.3:" in line), line
+
+
+def test_tls_large_message(petrel):
+    """A multi-megabyte message over TLS arrives byte-exact (TLS records
+    and the server's buffers split it at arbitrary points)."""
+    lines = [(b"%06d " % i) + b"t" * 70 + b"\r\n" for i in range(30000)]
+    lines[5] = b"." + lines[5]
+    content = b"Subject: tls large\r\n\r\n" + b"".join(lines)
+    with petrel.session(timeout=15) as c:
+        c.starttls()
+        c.ehlo()
+        qid = c.send_message(dot_stuff(content))
+    assert petrel.spool_msg(qid).body == content
+
+
+def test_tls_pipelined_burst_spans_records(petrel):
+    """MAIL + 400 RCPT + DATA in one TLS write (more than one TLS record):
+    every command is answered, none is left waiting inside the TLS layer."""
+    rcpts = [f"recipient-number-{i:04d}@local.example" for i in range(400)]
+    with petrel.session() as c:
+        c.starttls()
+        c.ehlo()
+        c.send("MAIL FROM:<a@example.com>\r\n"
+               + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts) + "DATA\r\n")
+        r = c.read_replies(402)
+        expect(r[0], 250, "2.1.0")
+        assert all(x.code == 250 and x.enh == "2.1.5" for x in r[1:401])
+        expect(r[401], 354)
+        c.send(make_message() + b".\r\n")
+        qid = expect_queued(c.read_reply())
+        c.marker()
+    assert petrel.spool_msg(qid).rcpts == rcpts
+
+
+def test_tls_bdat_stream(petrel):
+    content = b"Subject: tls bdat\r\n\r\n" + (b"b" * 998 + b"\r\n") * 100
+    chunks = [content[i:i + 20000] for i in range(0, len(content), 20000)]
+    with petrel.session() as c:
+        c.starttls()
+        c.ehlo()
+        wire = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@local.example>\r\n"
+        for i, ch in enumerate(chunks):
+            last = " LAST" if i == len(chunks) - 1 else ""
+            wire += f"BDAT {len(ch)}{last}\r\n".encode() + ch
+        c.send(wire)
+        r = c.read_replies(2 + len(chunks))
+        assert [x.code for x in r] == [250] * (2 + len(chunks))
+        qid = expect_queued(r[-1])
+        c.marker()
+    assert petrel.spool_msg(qid).body == content
+
+
+def test_tls_idle_timeout(petrel_factory):
+    p = petrel_factory(listen={"command_timeout": "2s"})
+    c = p.session(timeout=8)
+    c.starttls()
+    c.ehlo()
+    expect(c.read_reply(), 421, "4.4.2")
+    c.expect_closed()
+    c.close()
