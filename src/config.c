@@ -3,14 +3,23 @@
  * with inih, and config_print() to write the effective configuration back.
  *
  * Tables: every key is one line in a key table (top_keys, listen_keys,
- * relay_keys) giving its name, its type, where it lives in the struct, its
- * range and its default written as it would be in a file. The same typed
- * code reads the defaults, reads the file, prints (config_print) and frees
- * (config_free), so the four cannot drift apart. Section kinds are a table
- * too (section_kinds[]): a new key is one table line; a new section kind
- * (e.g. [destination PATTERN]) is one key table, one open() that returns
- * the struct its keys point into, and optionally one close() for checks
- * that need the whole section.
+ * relay_keys, dest_keys) giving its name, its type, where it lives in the
+ * struct, its range and its default written as it would be in a file. The
+ * same typed code reads the defaults, reads the file, prints (config_print)
+ * and frees (config_free), so the four cannot drift apart. Section kinds
+ * are a table too (section_kinds[]): a new key is one table line; a new
+ * section kind is one key table, one open() that returns the struct its
+ * keys point into, optionally one close() for checks that need the whole
+ * section, and optionally one refuse() for keys that one particular
+ * section must not have.
+ *
+ * [destination PATTERN]: "[destination *]" fills cfg->dest_default, the
+ * others are appended to cfg->dest in file order. Every destination
+ * section, "*" included, starts from the built-in defaults of dest_keys:
+ * a section does not inherit from "[destination *]", wherever that is in
+ * the file. config_print writes "[destination *]" first, then the others
+ * in order, each with all its keys (route is never allowed in "*"), so its
+ * output means the same whatever order it is read in.
  *
  * Lines reach inih through our own reader (ld_read), one line per call, so
  * we know the line number of every key and see every section header (inih
@@ -21,9 +30,11 @@
  *  - a NUL byte: an error;
  *  - leading white space is removed, so indented keys are just keys (inih
  *    takes an indented line as the continuation of the previous value);
- *  - except that a list value (networks, domains) continues on the
+ *  - except that a list value (networks, domains, route) continues on the
  *    following indented lines that contain no '=' (comment and blank lines
- *    may come between): that is how config_print writes long lists.
+ *    may come between): that is how config_print writes long lists. Such a
+ *    line may start with '[' if its first ']' is followed by ':' (a route
+ *    entry "[2001:db8::1]:25"), which no section header can be.
  *
  * Errors: the first error ends the parse. The handler or the reader records
  * "FILE:LINE: [section] key: reason" and the reader then reports end of
@@ -33,8 +44,11 @@
  * Invariants of a loaded config: string keys that are set hold non-empty
  * heap strings without control characters; nlisten >= 1 and every listener
  * has a parsed address; tls_cert and tls_key are both set or both NULL;
- * local_domains are lower case, without a trailing dot. The struct config
- * owns everything it points to; config_free() releases it all.
+ * local_domains are lower case, without a trailing dot; helo_name is set
+ * (default: hostname); retry_initial <= retry_max; dest_default always
+ * exists (pattern "*", no route) and every dest[i].pattern is unique, lower
+ * case, and an exact domain or "*.domain". The struct config owns
+ * everything it points to; config_free() releases it all.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,7 +71,7 @@
 #define CONFIG_FILE_MAX (1024 * 1024) /* bytes; a config is a few KB */
 #define ERR_MAX 512		      /* first error, before copying out */
 #define WHY_MAX 400		      /* reason part of a message */
-#define LABEL_MAX 256		      /* "[listen smtp]" */
+#define LABEL_MAX 320		      /* "[destination *.example.org]" */
 #define HOSTNAME_MAX 253
 #define DOMAIN_MAX 253
 #define LABEL_LEN_MAX 63 /* one label of a domain */
@@ -80,6 +94,10 @@ enum key_type {
 	KT_DOMAINS,  /* char ** at off, size_t count at off2 */
 	KT_HOSTPORT, /* char * at off, sockaddr_storage at off2, socklen_t
 			at off3 */
+	KT_ROUTE,    /* char *: "host:port", host a DNS name, an IPv4
+			address or [IPv6 address]; port required */
+	KT_ROUTES,   /* char ** at off, size_t count at off2: KT_ROUTE list */
+	KT_RESOLVER, /* char *: "ADDR" or "ADDR@PORT", ADDR numeric */
 };
 
 #define KF_REQUIRED 0x1 /* must be set in every section read from a file */
@@ -98,6 +116,7 @@ struct key {
 /* clang-format off */
 #define C(f) offsetof(struct config, f)
 #define L(f) offsetof(struct listen_conf, f)
+#define D(f) offsetof(struct dest_conf, f)
 #define S(n) ((uint64_t)(n) * 1000) /* seconds, as milliseconds */
 /* The common case: one field, no flags. */
 #define K(name, type, off, min, max, def) \
@@ -110,6 +129,14 @@ _Static_assert(BARE_LF_REJECT == 0 && BARE_LF_NORMALIZE == 1,
 _Static_assert(sizeof(enum bare_lf_policy) == sizeof(int),
     "KT_ENUM fields are stored as int");
 
+static const char *const tls_policy_names[] = {
+    "none", "may", "encrypt", "verify", NULL};
+_Static_assert(TLS_POLICY_NONE == 0 && TLS_POLICY_MAY == 1 &&
+		   TLS_POLICY_ENCRYPT == 2 && TLS_POLICY_VERIFY == 3,
+    "tls_policy_names follows enum tls_policy");
+_Static_assert(
+    sizeof(enum tls_policy) == sizeof(int), "KT_ENUM fields are stored as int");
+
 /* clang-format off */
 /* Keys before any section. */
 static const struct key top_keys[] = {
@@ -118,6 +145,15 @@ static const struct key top_keys[] = {
 	K("log_file",      KT_STRING,   C(log_file),      0, 0,        "-"),
 	K("max_sessions",  KT_UINT,     C(max_sessions),  1, UINT_MAX, "1000"),
 	K("spool_workers", KT_UINT,     C(spool_workers), 1, 64,       "2"),
+	/* Delivery. helo_name: config_finish() copies hostname if unset. */
+	K("smarthost",     KT_ROUTE,    C(smarthost),     0, 0,        NULL),
+	K("dns_resolver",  KT_RESOLVER, C(dns_resolver),  0, 0,        NULL),
+	K("helo_name",     KT_HOSTNAME, C(helo_name),     0, 0,        NULL),
+	K("max_queue_time", KT_SECONDS, C(max_queue_time), S(1), S(UINT_MAX), "5d"),
+	K("retry_initial", KT_SECONDS,  C(retry_initial), S(1), S(UINT_MAX), "60s"),
+	/* retry_max >= retry_initial: checked by top_close(). */
+	K("retry_max",     KT_SECONDS,  C(retry_max),     S(1), S(UINT_MAX), "1h"),
+	K("queue_only",    KT_BOOL,     C(queue_only),    0, 0,        "no"),
 };
 
 /* [listen NAME] */
@@ -150,18 +186,39 @@ static const struct key relay_keys[] = {
 	    0, 0, "", NULL, 0 },
 };
 
+/* [destination PATTERN]; route is refused in "*" by dest_refuse(). */
+static const struct key dest_keys[] = {
+	{ "route", KT_ROUTES, D(route), D(nroute), 0, 0, 0, "", NULL, 0 },
+	{ "tls", KT_ENUM, D(tls), 0, 0, 0, 0, "may", tls_policy_names, 0 },
+	K("pipelining",           KT_BOOL,    D(pipelining),         0, 0, "yes"),
+	K("chunking",             KT_BOOL,    D(chunking),           0, 0, "yes"),
+	K("port",                 KT_UINT,    D(port),               1, 65535, "25"),
+	K("max_connections",      KT_UINT,    D(max_connections),    1, 1000, "10"),
+	K("max_messages_per_connection", KT_UINT,
+	    D(max_messages_per_connection), 1, UINT_MAX, "1000"),
+	K("max_connection_age",   KT_SECONDS, D(max_connection_age), S(1), S(UINT_MAX), "300s"),
+	K("idle_timeout",         KT_SECONDS, D(idle_timeout),       S(1), S(UINT_MAX), "10s"),
+	K("pipeline_window",      KT_UINT,    D(pipeline_window),    1, 100, "8"),
+	K("connect_timeout",      KT_SECONDS, D(connect_timeout),    S(1), S(UINT_MAX), "30s"),
+	K("reply_timeout",        KT_SECONDS, D(reply_timeout),      S(1), S(UINT_MAX), "300s"),
+	K("data_timeout",         KT_SECONDS, D(data_timeout),       S(1), S(UINT_MAX), "600s"),
+};
+
 /* clang-format on */
 
 /* A section's keys are tracked in a uint64_t bit set. */
 _Static_assert(nitems(top_keys) <= 64, "too many keys for the seen set");
 _Static_assert(nitems(listen_keys) <= 64, "too many keys for the seen set");
 _Static_assert(nitems(relay_keys) <= 64, "too many keys for the seen set");
+_Static_assert(nitems(dest_keys) <= 64, "too many keys for the seen set");
 
 struct loader;
 
 struct section_kind {
-	const char *name; /* "[name ...]"; NULL for the top level */
-	int named;	  /* 1: "[name ARG]" with ARG required */
+	const char *name;    /* "[name ...]"; NULL for the top level */
+	int named;	     /* 1: "[name ARG]" with ARG required */
+	const char *arg;     /* named: what ARG is, e.g. "name" */
+	const char *example; /* named: an example ARG, e.g. "smtp" */
 	const struct key *keys;
 	size_t nkeys;
 	/* Start a section; returns the struct the keys' offsets refer to, or
@@ -169,6 +226,9 @@ struct section_kind {
 	void *(*open)(struct loader *, const char *arg);
 	/* Checks at the end of a section; -1 after recording an error. */
 	int (*close)(struct loader *, void *base);
+	/* Why key k may not be set in this section (base), or NULL. Also
+	 * keeps config_print from writing it. Optional. */
+	const char *(*refuse)(const void *base, const struct key *k);
 };
 
 /* State of one parse. Lives on the stack of config_parse_text(). */
@@ -185,26 +245,36 @@ struct loader {
 	char label[LABEL_MAX]; /* "[listen smtp]"; "" at the top level */
 	int sec_line;
 	uint64_t seen;		/* keys set in this section */
+	int key_line[64];	/* line of each key in seen */
 	const struct key *last; /* last key set, for continuation lines */
 	int cont_ok;		/* last key set is a list */
 	int in_cont;		/* the line handed out is a continuation */
 	int kind_line[8];	/* header line of each kind's first section */
+	int star_line;		/* header line of [destination *] */
+	int *dest_line;		/* header line of each cfg->dest[i] */
 
 	int failed;
 	int err_line;
 	char err[ERR_MAX];
 };
 
+static int top_close(struct loader *, void *);
 static void *listen_open(struct loader *, const char *);
 static int listen_close(struct loader *, void *);
 static void *relay_open(struct loader *, const char *);
+static void *dest_open(struct loader *, const char *);
+static const char *dest_refuse(const void *, const struct key *);
 
 /* clang-format off */
 static const struct section_kind section_kinds[] = {
-	{ NULL, 0, top_keys, nitems(top_keys), NULL, NULL },
-	{ "listen", 1, listen_keys, nitems(listen_keys), listen_open,
-	    listen_close },
-	{ "relay", 0, relay_keys, nitems(relay_keys), relay_open, NULL },
+	{ NULL, 0, NULL, NULL, top_keys, nitems(top_keys), NULL, top_close,
+	    NULL },
+	{ "listen", 1, "name", "smtp", listen_keys, nitems(listen_keys),
+	    listen_open, listen_close, NULL },
+	{ "relay", 0, NULL, NULL, relay_keys, nitems(relay_keys), relay_open,
+	    NULL, NULL },
+	{ "destination", 1, "pattern", "example.org", dest_keys,
+	    nitems(dest_keys), dest_open, NULL, dest_refuse },
 };
 /* clang-format on */
 _Static_assert(nitems(section_kinds) <= 8, "kind_line is too small");
@@ -287,12 +357,14 @@ parse_u64(const char *s, uint64_t *v, const char **end)
 	return 0;
 }
 
-/* "0s", "250ms", "90s", "5m", "1h": the largest unit that is exact. */
+/* "0s", "250ms", "90s", "5m", "1h", "5d": the largest unit that is exact. */
 static void
 fmt_duration(char *buf, size_t len, uint64_t ms)
 {
 	if (ms == 0)
 		snprintf(buf, len, "0s");
+	else if (ms % 86400000 == 0)
+		snprintf(buf, len, "%" PRIu64 "d", ms / 86400000);
 	else if (ms % 3600000 == 0)
 		snprintf(buf, len, "%" PRIu64 "h", ms / 3600000);
 	else if (ms % 60000 == 0)
@@ -393,15 +465,16 @@ config_parse_hostport(const char *s, int default_port,
 	return 0;
 }
 
-/* Check one domain of a local_domains list; reason into why. */
-static int
-domain_check(const char *d, size_t len, char *why, size_t whylen)
+/* What is wrong with the domain d (len bytes), or NULL if nothing. */
+static const char *
+domain_problem(const char *d, size_t len)
 {
-	struct qbuf q;
 	const char *reason = NULL;
 	size_t i, label = 0;
 
-	if (len > DOMAIN_MAX)
+	if (len == 0)
+		reason = "empty";
+	else if (len > DOMAIN_MAX)
 		reason = "longer than 253 characters";
 	for (i = 0; reason == NULL && i < len; i++) {
 		unsigned char ch = (unsigned char)d[i];
@@ -422,11 +495,148 @@ domain_check(const char *d, size_t len, char *why, size_t whylen)
 			reason =
 			    "only letters, digits, '-' and '.' are allowed";
 	}
+	return reason;
+}
+
+/* Check one domain of a local_domains list; reason into why. */
+static int
+domain_check(const char *d, size_t len, char *why, size_t whylen)
+{
+	struct qbuf q;
+	const char *reason = domain_problem(d, len);
+
 	if (reason == NULL)
 		return 0;
 	snprintf(why, whylen,
 	    "bad domain '%s': %s (expected a domain like example.com)",
 	    quote(&q, d, len), reason);
+	return -1;
+}
+
+/* Is the last label of host (len bytes) all digits, like an IPv4 address? */
+static int
+ends_numeric(const char *host, size_t len)
+{
+	size_t i = len;
+
+	while (i > 0 && host[i - 1] >= '0' && host[i - 1] <= '9')
+		i--;
+	return i < len && (i == 0 || host[i - 1] == '.');
+}
+
+/*
+ * What is wrong with a route entry s (len bytes): "host:port", host a DNS
+ * name (checked as a domain), an IPv4 address or an IPv6 address in
+ * brackets, port 1..65535 and required. NULL if nothing.
+ */
+static const char *
+route_problem(const char *s, size_t len)
+{
+	char addr[INET6_ADDRSTRLEN + 1], pbuf[8];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *hend, *colon, *reason;
+	size_t hlen, plen;
+	int port;
+
+	if (len == 0)
+		return "empty";
+	if (s[0] == '[') {
+		hend = memchr(s, ']', len);
+		if (hend == NULL)
+			return "missing ']'";
+		hlen = (size_t)(hend - (s + 1));
+		if (hlen == 0 || hlen >= sizeof(addr))
+			return "bad IPv6 address";
+		memcpy(addr, s + 1, hlen);
+		addr[hlen] = '\0';
+		if (inet_pton(AF_INET6, addr, bin) != 1)
+			return "bad IPv6 address";
+		colon = hend + 1;
+		if (colon == s + len)
+			return "missing port";
+		if (*colon != ':')
+			return "expected ':' and a port after ']'";
+	} else {
+		colon = memchr(s, ':', len);
+		if (colon == NULL)
+			return "missing port";
+		hlen = (size_t)(colon - s);
+		if (memchr(colon + 1, ':', len - hlen - 1) != NULL)
+			return "too many ':' (an IPv6 address must be in "
+			       "brackets)";
+		if (hlen == 0)
+			return "missing host";
+		if (ends_numeric(s, hlen)) {
+			if (hlen >= sizeof(addr))
+				return "bad IPv4 address";
+			memcpy(addr, s, hlen);
+			addr[hlen] = '\0';
+			if (inet_pton(AF_INET, addr, bin) != 1)
+				return "bad IPv4 address";
+		} else if ((reason = domain_problem(s, hlen)) != NULL)
+			return reason;
+	}
+	plen = len - (size_t)(colon + 1 - s);
+	if (plen == 0)
+		return "missing port";
+	if (plen >= sizeof(pbuf))
+		return "bad port (expected 1 to 65535)";
+	memcpy(pbuf, colon + 1, plen);
+	pbuf[plen] = '\0';
+	if (parse_port(pbuf, &port) == -1)
+		return "bad port (expected 1 to 65535)";
+	return NULL;
+}
+
+/* Check one route entry (or the smarthost); reason into why. */
+static int
+route_check(const char *s, size_t len, char *why, size_t whylen)
+{
+	struct qbuf q;
+	const char *reason = route_problem(s, len);
+
+	if (reason == NULL)
+		return 0;
+	snprintf(why, whylen,
+	    "bad host:port '%s': %s (expected a host name, IPv4 address or "
+	    "[IPv6 address], ':' and a port, e.g. mx.example.org:25 or "
+	    "[2001:db8::1]:25)",
+	    quote(&q, s, len), reason);
+	return -1;
+}
+
+/* Check a dns_resolver value: "ADDR" or "ADDR@PORT", ADDR numeric. */
+static int
+resolver_check(const char *s, char *why, size_t whylen)
+{
+	struct qbuf q;
+	char addr[INET6_ADDRSTRLEN + 1];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *at, *reason = NULL;
+	size_t alen;
+	int port;
+
+	at = strchr(s, '@');
+	alen = at != NULL ? (size_t)(at - s) : strlen(s);
+	if (alen == 0)
+		reason = "missing address";
+	else if (alen >= sizeof(addr))
+		reason = "not a numeric IPv4 or IPv6 address";
+	else {
+		memcpy(addr, s, alen);
+		addr[alen] = '\0';
+		if (inet_pton(AF_INET, addr, bin) != 1 &&
+		    inet_pton(AF_INET6, addr, bin) != 1)
+			reason = "not a numeric IPv4 or IPv6 address";
+		else if (at != NULL && parse_port(at + 1, &port) == -1)
+			reason = "bad port (expected 1 to 65535)";
+	}
+	if (reason == NULL)
+		return 0;
+	snprintf(why, whylen,
+	    "bad resolver '%s': %s (expected a numeric address and an "
+	    "optional @port, e.g. 127.0.0.1, ::1 or 192.0.2.53@5353)",
+	    quote(&q, s, strlen(s)), reason);
 	return -1;
 }
 
@@ -448,11 +658,12 @@ strv_free(char **v, size_t n)
 }
 
 /*
- * Parse a list of domains into a new array (*vp, *np), lower-cased. On
- * error nothing is left allocated.
+ * Parse a list into a new array (*vp, *np): domains (lower-cased) or, with
+ * routes, route entries (as written). On error nothing is left allocated.
  */
 static int
-domains_parse(const char *s, char ***vp, size_t *np, char *why, size_t whylen)
+strv_parse(
+    const char *s, int routes, char ***vp, size_t *np, char *why, size_t whylen)
 {
 	char **v = NULL, **nv, *d;
 	const char *start;
@@ -467,7 +678,8 @@ domains_parse(const char *s, char ***vp, size_t *np, char *why, size_t whylen)
 		while (*s != '\0' && !is_list_sep(*s))
 			s++;
 		len = (size_t)(s - start);
-		if (domain_check(start, len, why, whylen) == -1)
+		if ((routes ? route_check(start, len, why, whylen)
+			    : domain_check(start, len, why, whylen)) == -1)
 			goto fail;
 		nv = realloc(v, (n + 1) * sizeof(*v));
 		if (nv == NULL)
@@ -477,7 +689,7 @@ domains_parse(const char *s, char ***vp, size_t *np, char *why, size_t whylen)
 		if (d == NULL)
 			goto nomem;
 		for (i = 0; i < len; i++)
-			d[i] = (start[i] >= 'A' && start[i] <= 'Z')
+			d[i] = (!routes && start[i] >= 'A' && start[i] <= 'Z')
 				   ? (char)(start[i] - 'A' + 'a')
 				   : start[i];
 		d[len] = '\0';
@@ -536,6 +748,14 @@ set_string(const struct key *k, void *base, const char *value, char *why,
 		    quote(&q, value, len));
 		return -1;
 	}
+	/* "key =;x" gives ";x", but config_print's "key = ;x" a comment. */
+	if (value[0] == ';') {
+		snprintf(why, whylen,
+		    "a value cannot start with ';' (it would be read back as a "
+		    "comment), got '%s'",
+		    quote(&q, value, len));
+		return -1;
+	}
 	dup = strdup(value);
 	if (dup == NULL) {
 		snprintf(why, whylen, "out of memory");
@@ -590,6 +810,8 @@ set_number(const struct key *k, void *base, const char *value, char *why,
 			mult = 60 * 1000;
 		else if (strcmp(end, "h") == 0)
 			mult = 3600 * 1000;
+		else if (strcmp(end, "d") == 0)
+			mult = 86400 * 1000;
 		else
 			goto bad;
 		if (v > UINT64_MAX / mult)
@@ -637,7 +859,7 @@ bad:
 			    lo, hi);
 		/* Unit list appended below. */
 		snprintf(exp + strlen(exp), sizeof(exp) - strlen(exp),
-		    " (a number with unit ms, s, m or h, e.g. 30s)");
+		    " (a number with unit ms, s, m, h or d, e.g. 30s)");
 		break;
 	}
 	snprintf(why, whylen, "expected %s, got '%s'", exp,
@@ -701,6 +923,7 @@ set_value(const struct key *k, void *base, const char *value, int append,
 	socklen_t sslen;
 	char cerr[160], **v, **nv, *dup;
 	size_t n, *np;
+	int bad;
 
 	switch (k->type) {
 	case KT_STRING:
@@ -731,7 +954,9 @@ set_value(const struct key *k, void *base, const char *value, int append,
 		}
 		return 0;
 	case KT_DOMAINS:
-		if (domains_parse(value, &v, &n, why, whylen) == -1)
+	case KT_ROUTES:
+		if (strv_parse(
+			value, k->type == KT_ROUTES, &v, &n, why, whylen) == -1)
 			return -1;
 		np = FIELD(base, k->off2, size_t);
 		if (!append) {
@@ -774,6 +999,21 @@ set_value(const struct key *k, void *base, const char *value, int append,
 		*FIELD(base, k->off2, struct sockaddr_storage) = ss;
 		*FIELD(base, k->off3, socklen_t) = sslen;
 		return 0;
+	case KT_ROUTE:
+	case KT_RESOLVER:
+		bad = k->type == KT_ROUTE
+			  ? route_check(value, strlen(value), why, whylen)
+			  : resolver_check(value, why, whylen);
+		if (bad == -1)
+			return -1;
+		dup = strdup(value);
+		if (dup == NULL) {
+			snprintf(why, whylen, "out of memory");
+			return -1;
+		}
+		free(*FIELD(base, k->off, char *));
+		*FIELD(base, k->off, char *) = dup;
+		return 0;
 	}
 	snprintf(why, whylen, "internal error: key type %d", (int)k->type);
 	return -1;
@@ -782,7 +1022,8 @@ set_value(const struct key *k, void *base, const char *value, int append,
 static int
 is_list(const struct key *k)
 {
-	return k->type == KT_CIDRS || k->type == KT_DOMAINS;
+	return k->type == KT_CIDRS || k->type == KT_DOMAINS ||
+	       k->type == KT_ROUTES;
 }
 
 /* Free what the keys of one struct own; fields are left empty. */
@@ -798,6 +1039,8 @@ keys_free(const struct key *keys, size_t nkeys, void *base)
 		case KT_STRING:
 		case KT_HOSTNAME:
 		case KT_HOSTPORT:
+		case KT_ROUTE:
+		case KT_RESOLVER:
 			free(*FIELD(base, k->off, char *));
 			*FIELD(base, k->off, char *) = NULL;
 			break;
@@ -805,6 +1048,7 @@ keys_free(const struct key *keys, size_t nkeys, void *base)
 			cidr_list_free(FIELD(base, k->off, struct cidr_list));
 			break;
 		case KT_DOMAINS:
+		case KT_ROUTES:
 			strv_free(*FIELD(base, k->off, char **),
 			    *FIELD(base, k->off2, size_t));
 			*FIELD(base, k->off, char **) = NULL;
@@ -893,6 +1137,41 @@ ld_close(struct loader *ld)
 	return 0;
 }
 
+/* "[relay]", or "[listen NAME]" for a named kind, into buf. */
+static const char *
+kind_label(const struct section_kind *kind, char *buf, size_t len)
+{
+	size_t i, n;
+
+	n = (size_t)snprintf(
+	    buf, len, "[%s%s", kind->name, kind->named ? " " : "");
+	for (i = 0; kind->named && kind->arg[i] != '\0' && n + 2 < len; i++)
+		buf[n++] = (char)(kind->arg[i] >= 'a' && kind->arg[i] <= 'z'
+				      ? kind->arg[i] - 'a' + 'A'
+				      : kind->arg[i]);
+	if (n + 1 < len)
+		buf[n++] = ']';
+	buf[n < len ? n : len - 1] = '\0';
+	return buf;
+}
+
+/* "[listen NAME], [relay] or [destination PATTERN]" into buf. */
+static const char *
+kinds_list(char *buf, size_t len)
+{
+	size_t i, used = 0;
+	char label[64];
+
+	buf[0] = '\0';
+	for (i = 1; i < nitems(section_kinds) && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s",
+		    i == 1			     ? ""
+		    : i + 1 == nitems(section_kinds) ? " or "
+						     : ", ",
+		    kind_label(&section_kinds[i], label, sizeof(label)));
+	return buf;
+}
+
 /*
  * A section header line (body starts with '['). Closes the section being
  * read and opens the new one. Returns -1 after recording an error.
@@ -902,7 +1181,7 @@ ld_section(struct loader *ld, const char *body, size_t len)
 {
 	struct qbuf q;
 	const struct section_kind *kind = NULL;
-	char buf[LABEL_MAX * 2], *p, *end, *kname, *arg;
+	char buf[LABEL_MAX * 2], kinds[128], *p, *end, *kname, *arg;
 	size_t i;
 	void *base;
 
@@ -960,15 +1239,14 @@ ld_section(struct loader *ld, const char *body, size_t len)
 			    section_kinds[i].name);
 		else
 			ld_error(ld, ld->lineno,
-			    "unknown section [%s] "
-			    "(expected [listen NAME] or [relay])",
-			    quote(&q, kname, strlen(kname)));
+			    "unknown section [%s] (expected %s)",
+			    quote(&q, kname, strlen(kname)),
+			    kinds_list(kinds, sizeof(kinds)));
 		return -1;
 	}
 	if (kind->named && *arg == '\0') {
-		ld_error(ld, ld->lineno,
-		    "[%s]: a name is required, e.g. [%s smtp]", kind->name,
-		    kind->name);
+		ld_error(ld, ld->lineno, "[%s]: a %s is required, e.g. [%s %s]",
+		    kind->name, kind->arg, kind->name, kind->example);
 		return -1;
 	}
 	if (!kind->named && *arg != '\0') {
@@ -996,6 +1274,7 @@ ld_section(struct loader *ld, const char *body, size_t len)
 	ld->kind = kind;
 	ld->base = base;
 	ld->seen = 0;
+	memset(ld->key_line, 0, sizeof(ld->key_line));
 	ld->last = NULL;
 	return 0;
 }
@@ -1025,6 +1304,19 @@ strip_inline_comment(const char *s, size_t len)
 		if (s[i] == ';' && is_blank(s[i - 1]))
 			return i;
 	return len;
+}
+
+/* Could this line (body, after indentation) be a section header? Not a
+ * "[v6addr]:port" route entry: ':' after ']' is never valid in a header. */
+static int
+is_header(const char *body, size_t len)
+{
+	const char *end;
+
+	if (len == 0 || body[0] != '[')
+		return 0;
+	end = memchr(body, ']', len);
+	return end == NULL || end + 1 == body + len || end[1] != ':';
 }
 
 /*
@@ -1073,7 +1365,7 @@ ld_read(char *str, int num, void *stream)
 
 	if (bodylen == 0 || body[0] == ';' || body[0] == '#')
 		return ld_out(str, body, bodylen, 0); /* inih skips it */
-	if (indent > 0 && ld->cont_ok && body[0] != '[' &&
+	if (indent > 0 && ld->cont_ok && !is_header(body, bodylen) &&
 	    memchr(body, '=', bodylen) == NULL) {
 		/* Continuation of a list: inih passes it to the handler
 		 * under the previous key, because it is indented. */
@@ -1095,9 +1387,10 @@ static void
 ld_unknown_key(struct loader *ld, const char *name)
 {
 	struct qbuf q;
-	char why[WHY_MAX];
+	char why[WHY_MAX], label[64];
+	const struct section_kind *where[nitems(section_kinds)];
 	const struct key *k;
-	size_t i;
+	size_t i, n = 0, used;
 
 	k = key_find(ld->kind->keys, ld->kind->nkeys, name, 1);
 	if (k != NULL) {
@@ -1105,23 +1398,31 @@ ld_unknown_key(struct loader *ld, const char *name)
 		    "unknown key (keys are lower case: %s)", k->name);
 		goto out;
 	}
-	for (i = 0; i < nitems(section_kinds); i++) {
-		const struct section_kind *kind = &section_kinds[i];
-
-		if (kind == ld->kind ||
-		    key_find(kind->keys, kind->nkeys, name, 0) == NULL)
-			continue;
-		if (kind->name == NULL)
-			snprintf(why, sizeof(why),
-			    "unknown key here (it "
-			    "belongs at the top, before any section)");
-		else
-			snprintf(why, sizeof(why),
-			    "unknown key here (it belongs in [%s%s])",
-			    kind->name, kind->named ? " NAME" : "");
+	for (i = 0; i < nitems(section_kinds); i++)
+		if (&section_kinds[i] != ld->kind &&
+		    key_find(section_kinds[i].keys, section_kinds[i].nkeys,
+			name, 0) != NULL)
+			where[n++] = &section_kinds[i];
+	if (n == 0) {
+		snprintf(why, sizeof(why), "unknown key");
 		goto out;
 	}
-	snprintf(why, sizeof(why), "unknown key");
+	/* "unknown key here (it belongs in [listen NAME] or in [...])" */
+	used =
+	    (size_t)snprintf(why, sizeof(why), "unknown key here (it belongs ");
+	for (i = 0; i < n && used < sizeof(why); i++) {
+		const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+
+		if (where[i]->name == NULL) {
+			used += (size_t)snprintf(why + used, sizeof(why) - used,
+			    "%sat the top, before any section", sep);
+			continue;
+		}
+		used += (size_t)snprintf(why + used, sizeof(why) - used,
+		    "%sin %s", sep, kind_label(where[i], label, sizeof(label)));
+	}
+	if (used < sizeof(why))
+		snprintf(why + used, sizeof(why) - used, ")");
 out:
 	ld_key_error(ld, ld->lineno, quote(&q, name, strlen(name)), why);
 }
@@ -1132,6 +1433,7 @@ ld_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct loader *ld = user;
 	const struct key *k;
+	const char *refused;
 	char why[WHY_MAX];
 	size_t i;
 
@@ -1166,7 +1468,13 @@ ld_handler(void *user, const char *section, const char *name, const char *value)
 			    "duplicate key (already set in this section)");
 			return 0;
 		}
+		if (ld->kind->refuse != NULL &&
+		    (refused = ld->kind->refuse(ld->base, k)) != NULL) {
+			ld_key_error(ld, ld->lineno, k->name, refused);
+			return 0;
+		}
 		ld->seen |= (uint64_t)1 << i;
+		ld->key_line[i] = ld->lineno;
 		if (set_value(k, ld->base, value, 0, why, sizeof(why)) == -1) {
 			ld_key_error(ld, ld->lineno, k->name, why);
 			return 0;
@@ -1179,6 +1487,43 @@ ld_handler(void *user, const char *section, const char *name, const char *value)
 
 /* ------------------------------------------------------------------ */
 /* Section kinds                                                        */
+
+/* Index of key name in keys (the name must be there). */
+static size_t
+key_index(const struct key *keys, size_t nkeys, const char *name)
+{
+	const struct key *k = key_find(keys, nkeys, name, 0);
+
+	return k != NULL ? (size_t)(k - keys) : 0;
+}
+
+/* End of the top level: retry_max >= retry_initial. */
+static int
+top_close(struct loader *ld, void *base)
+{
+	const struct config *cfg = base;
+	char why[WHY_MAX], lo[32], hi[32];
+	size_t imax = key_index(top_keys, nitems(top_keys), "retry_max");
+	size_t iinit = key_index(top_keys, nitems(top_keys), "retry_initial");
+
+	if (cfg->retry_max >= cfg->retry_initial)
+		return 0;
+	fmt_duration(lo, sizeof(lo), (uint64_t)cfg->retry_initial * 1000);
+	fmt_duration(hi, sizeof(hi), (uint64_t)cfg->retry_max * 1000);
+	if (ld->seen & ((uint64_t)1 << imax)) {
+		snprintf(why, sizeof(why),
+		    "expected a duration >= retry_initial (%s), got %s", lo,
+		    hi);
+		ld_key_error(ld, ld->key_line[imax], "retry_max", why);
+	} else {
+		snprintf(why, sizeof(why),
+		    "expected a duration <= retry_max (%s, its default; set "
+		    "retry_max too), got %s",
+		    hi, lo);
+		ld_key_error(ld, ld->key_line[iinit], "retry_initial", why);
+	}
+	return -1;
+}
 
 static void
 listen_free(struct listen_conf *l)
@@ -1273,11 +1618,116 @@ relay_open(struct loader *ld, const char *arg)
 	return ld->cfg; /* the relay keys live in struct config */
 }
 
+static void
+dest_free(struct dest_conf *d)
+{
+	keys_free(dest_keys, nitems(dest_keys), d);
+	free(d->pattern);
+	d->pattern = NULL;
+}
+
+/* d (zeroed) gets pattern and the built-in defaults; -1 when out of
+ * memory (config_free() then frees what d holds). */
+static int
+dest_init(struct dest_conf *d, const char *pattern, char *why, size_t whylen)
+{
+	d->pattern = strdup(pattern);
+	if (d->pattern == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	return keys_defaults(dest_keys, nitems(dest_keys), d, why, whylen);
+}
+
+/*
+ * [destination PATTERN]: "*", "*.domain" or "domain", lower-cased. "*"
+ * is cfg->dest_default, which still holds the built-in defaults since it
+ * can appear only once; the others are new entries of cfg->dest.
+ */
+static void *
+dest_open(struct loader *ld, const char *arg)
+{
+	struct qbuf q;
+	struct config *cfg = ld->cfg;
+	struct dest_conf *v, *d;
+	char pattern[DOMAIN_MAX + 3], why[WHY_MAX];
+	const char *dom, *reason;
+	size_t i, len;
+	int *lines;
+
+	if (strcmp(arg, "*") == 0) {
+		if (ld->star_line != 0) {
+			ld_error(ld, ld->lineno,
+			    "[destination *]: duplicate section (first at "
+			    "line %d)",
+			    ld->star_line);
+			return NULL;
+		}
+		ld->star_line = ld->lineno;
+		return &cfg->dest_default;
+	}
+	dom = strncmp(arg, "*.", 2) == 0 ? arg + 2 : arg;
+	len = strlen(arg);
+	reason = domain_problem(dom, strlen(dom));
+	if (reason != NULL) {
+		ld_error(ld, ld->lineno,
+		    "[destination %s]: bad pattern: %s (expected a domain, "
+		    "*.domain or *, e.g. example.org or *.example.org)",
+		    quote(&q, arg, len), reason);
+		return NULL;
+	}
+	for (i = 0; i <= len; i++) /* with the NUL; len <= DOMAIN_MAX + 2 */
+		pattern[i] = (arg[i] >= 'A' && arg[i] <= 'Z')
+				 ? (char)(arg[i] - 'A' + 'a')
+				 : arg[i];
+	for (i = 0; i < cfg->ndest; i++)
+		if (strcmp(cfg->dest[i].pattern, pattern) == 0) {
+			ld_error(ld, ld->lineno,
+			    "[destination %s]: duplicate section (first at "
+			    "line %d)",
+			    arg, ld->dest_line[i]);
+			return NULL;
+		}
+
+	lines = realloc(ld->dest_line, (cfg->ndest + 1) * sizeof(*lines));
+	if (lines == NULL)
+		goto nomem;
+	ld->dest_line = lines;
+	v = realloc(cfg->dest, (cfg->ndest + 1) * sizeof(*v));
+	if (v == NULL)
+		goto nomem;
+	cfg->dest = v;
+	d = &cfg->dest[cfg->ndest];
+	memset(d, 0, sizeof(*d));
+	lines[cfg->ndest] = ld->lineno;
+	cfg->ndest++; /* from here on config_free() frees it */
+	if (dest_init(d, pattern, why, sizeof(why)) == -1) {
+		ld_error(ld, ld->lineno, "[destination %s]: %s", arg, why);
+		return NULL;
+	}
+	return d;
+
+nomem:
+	ld_error(ld, ld->lineno, "[destination %s]: out of memory", arg);
+	return NULL;
+}
+
+static const char *
+dest_refuse(const void *base, const struct key *k)
+{
+	const struct dest_conf *d = base;
+
+	if (strcmp(d->pattern, "*") == 0 && strcmp(k->name, "route") == 0)
+		return "not allowed in [destination *] (set smarthost at the "
+		       "top, before any section, instead)";
+	return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Loading                                                              */
 
-/* A config holding the embedded defaults, except the listener and the
- * host name (config_finish() adds those). */
+/* A config holding the embedded defaults, except the listener, the host
+ * name and the HELO name (config_finish() adds those). */
 static struct config *
 config_new(const char *file, char *err, size_t errlen)
 {
@@ -1292,7 +1742,8 @@ config_new(const char *file, char *err, size_t errlen)
 	if (keys_defaults(top_keys, nitems(top_keys), cfg, why, sizeof(why)) ==
 		-1 ||
 	    keys_defaults(
-		relay_keys, nitems(relay_keys), cfg, why, sizeof(why)) == -1) {
+		relay_keys, nitems(relay_keys), cfg, why, sizeof(why)) == -1 ||
+	    dest_init(&cfg->dest_default, "*", why, sizeof(why)) == -1) {
 		set_err(err, errlen, "%s: %s", file, why);
 		config_free(cfg);
 		return NULL;
@@ -1300,7 +1751,8 @@ config_new(const char *file, char *err, size_t errlen)
 	return cfg;
 }
 
-/* Defaults that depend on the rest: the listener and the host name. */
+/* Defaults that depend on the rest: the listener, the host name and the
+ * HELO name (the host name). */
 static int
 config_finish(struct config *cfg, const char *file, char *err, size_t errlen)
 {
@@ -1332,6 +1784,14 @@ config_finish(struct config *cfg, const char *file, char *err, size_t errlen)
 			}
 		}
 	}
+	if (cfg->helo_name == NULL) {
+		k = key_find(top_keys, nitems(top_keys), "helo_name", 0);
+		if (set_value(k, cfg, cfg->hostname, 0, why, sizeof(why)) ==
+		    -1) {
+			set_err(err, errlen, "%s: helo_name: %s", file, why);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -1352,12 +1812,13 @@ config_parse_text(struct config *cfg, const char *file, const char *text,
 	ld.sec_line = 1;
 
 	ret = ini_parse_stream(ld_read, &ld, ld_handler, &ld);
+	if (!ld.failed && ret == 0)
+		ld_close(&ld);
+	free(ld.dest_line);
 	if (ret == -2) {
 		set_err(err, errlen, "%s: out of memory", file);
 		return -1;
 	}
-	if (!ld.failed && ret == 0)
-		ld_close(&ld);
 	if (ld.failed && (ret <= 0 || ld.err_line <= ret)) {
 		set_err(err, errlen, "%s", ld.err);
 		return -1;
@@ -1495,6 +1956,10 @@ config_free(struct config *cfg)
 		listen_free(&cfg->listen[i]);
 	free(cfg->listen);
 	keys_free(relay_keys, nitems(relay_keys), cfg);
+	dest_free(&cfg->dest_default);
+	for (i = 0; i < cfg->ndest; i++)
+		dest_free(&cfg->dest[i]);
+	free(cfg->dest);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1502,17 +1967,25 @@ config_free(struct config *cfg)
 /* ------------------------------------------------------------------ */
 /* Printing                                                             */
 
-/* One item of a list value; wraps with ",\n\t" (a continuation line). */
+/*
+ * One item of a list value; wraps with ",\n\t" (a continuation line). A
+ * first item too long for the key's line starts on the next one. A line
+ * longer than PRINT_WRAP holds one long item, perhaps as long as the
+ * reader allows: no comma after it (blanks separate items too).
+ */
 static void
 print_item(FILE *fp, size_t *col, int *first, const char *item)
 {
 	size_t len = strlen(item);
 
-	if (*first) {
+	if (*first && *col + 1 + len > PRINT_WRAP) {
+		fprintf(fp, "\n\t%s", item);
+		*col = 8 + len;
+	} else if (*first) {
 		fprintf(fp, " %s", item);
 		*col += 1 + len;
 	} else if (*col + 2 + len > PRINT_WRAP) {
-		fprintf(fp, ",\n\t%s", item);
+		fprintf(fp, "%s\n\t%s", *col > PRINT_WRAP ? "" : ",", item);
 		*col = 8 + len;
 	} else {
 		fprintf(fp, ", %s", item);
@@ -1534,6 +2007,8 @@ print_key(FILE *fp, const struct key *k, const void *base)
 	case KT_STRING:
 	case KT_HOSTNAME:
 	case KT_HOSTPORT:
+	case KT_ROUTE:
+	case KT_RESOLVER:
 		if (*CFIELD(base, k->off, char *) != NULL)
 			fprintf(fp, "%s = %s\n", k->name,
 			    *CFIELD(base, k->off, char *));
@@ -1572,6 +2047,7 @@ print_key(FILE *fp, const struct key *k, const void *base)
 		fprintf(fp, "\n");
 		break;
 	case KT_DOMAINS:
+	case KT_ROUTES:
 		v = *CFIELD(base, k->off, char **);
 		n = *CFIELD(base, k->off2, size_t);
 		fprintf(fp, "%s =", k->name);
@@ -1581,6 +2057,17 @@ print_key(FILE *fp, const struct key *k, const void *base)
 		fprintf(fp, "\n");
 		break;
 	}
+}
+
+static void
+print_dest(FILE *fp, const struct dest_conf *d)
+{
+	size_t i;
+
+	fprintf(fp, "\n[destination %s]\n", d->pattern);
+	for (i = 0; i < nitems(dest_keys); i++)
+		if (dest_refuse(d, &dest_keys[i]) == NULL)
+			print_key(fp, &dest_keys[i], d);
 }
 
 void
@@ -1601,6 +2088,12 @@ config_print(const struct config *cfg, FILE *fp)
 	fprintf(fp, "\n[relay]\n");
 	for (i = 0; i < nitems(relay_keys); i++)
 		print_key(fp, &relay_keys[i], cfg);
+	fprintf(fp, "\n# Every [destination] section starts from the built-in "
+		    "defaults,\n# not from [destination *]; the most specific "
+		    "pattern applies.\n");
+	print_dest(fp, &cfg->dest_default);
+	for (i = 0; i < cfg->ndest; i++)
+		print_dest(fp, &cfg->dest[i]);
 }
 
 int
@@ -1614,4 +2107,67 @@ config_is_local_domain(const struct config *cfg, const char *domain)
 		if (strcasecmp(cfg->local_domains[i], domain) == 0)
 			return 1;
 	return 0;
+}
+
+/*
+ * The built-in [destination *], for config_find_dest(NULL, ...) only: a
+ * loaded config has its own (from dest_keys, the single source of the
+ * defaults; test_find_dest_null checks that the two agree).
+ */
+static const struct dest_conf builtin_dest = {
+    .pattern = "*",
+    .tls = TLS_POLICY_MAY,
+    .pipelining = 1,
+    .chunking = 1,
+    .port = 25,
+    .max_connections = 10,
+    .max_messages_per_connection = 1000,
+    .max_connection_age = 300,
+    .idle_timeout = 10,
+    .pipeline_window = 8,
+    .connect_timeout = 30,
+    .reply_timeout = 300,
+    .data_timeout = 600,
+};
+
+/*
+ * Patterns are lower case without a trailing dot; domain is any case and
+ * may end with one dot. "*.example.org" matches a.example.org and
+ * a.b.example.org, but not example.org nor badexample.org.
+ */
+const struct dest_conf *
+config_find_dest(const struct config *cfg, const char *domain)
+{
+	const struct dest_conf *best = NULL;
+	const char *p;
+	size_t i, len, plen, blen = 0;
+
+	if (cfg == NULL)
+		return &builtin_dest;
+	if (domain == NULL)
+		return &cfg->dest_default;
+	len = strlen(domain);
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return &cfg->dest_default;
+	for (i = 0; i < cfg->ndest; i++) {
+		p = cfg->dest[i].pattern;
+		plen = strlen(p);
+		if (p[0] != '*') {
+			if (plen == len && strncasecmp(p, domain, len) == 0)
+				return &cfg->dest[i]; /* exact: done */
+			continue;
+		}
+		/* "*.suffix": at least one character and a dot before it. */
+		p += 2;
+		plen -= 2;
+		if (len >= plen + 2 && domain[len - plen - 1] == '.' &&
+		    strncasecmp(domain + len - plen, p, plen) == 0 &&
+		    (best == NULL || plen > blen)) {
+			best = &cfg->dest[i];
+			blen = plen;
+		}
+	}
+	return best != NULL ? best : &cfg->dest_default;
 }

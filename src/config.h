@@ -46,6 +46,35 @@ struct listen_conf {
 	unsigned greeting_delay_ms;  /* wait before the 220, default 0 */
 };
 
+enum tls_policy { TLS_POLICY_NONE = 0, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT,
+                  TLS_POLICY_VERIFY };
+
+/*
+ * One [destination PATTERN] section: how to deliver to recipient domains
+ * (and MX hosts) matching PATTERN: an exact domain ("example.org"), a
+ * suffix ("*.example.org": any subdomain, not example.org itself), or "*"
+ * (everything else; replaces the built-in defaults).
+ */
+struct dest_conf {
+	char *pattern;               /* lower case */
+	char **route;                /* "host:port" entries (host: name, IPv4,
+	                                or [IPv6]); NULL/0 = MX lookup */
+	size_t nroute;
+	enum tls_policy tls;         /* default TLS_POLICY_MAY */
+	int pipelining;              /* use PIPELINING when offered (default 1) */
+	int chunking;                /* use CHUNKING when offered (default 1) */
+	unsigned port;               /* port for MX hosts, default 25 */
+	unsigned max_connections;    /* default 10 */
+	unsigned max_messages_per_connection; /* default 1000 */
+	unsigned max_connection_age; /* seconds, default 300 */
+	unsigned idle_timeout;       /* seconds, default 10 */
+	unsigned pipeline_window;    /* BDAT transactions in flight, default 8 */
+	unsigned connect_timeout;    /* seconds, default 30 */
+	unsigned reply_timeout;      /* seconds, default 300 (RFC 5321 4.5.3.2) */
+	unsigned data_timeout;       /* seconds for the reply to the end of
+	                                data, default 600 (4.5.3.2.6) */
+};
+
 struct config {
 	char *path;           /* file loaded, or NULL for embedded defaults only */
 	char *hostname;       /* default: gethostname() */
@@ -58,6 +87,20 @@ struct config {
 	struct cidr_list relay_networks; /* default 127.0.0.0/8, ::1/128 */
 	char **local_domains;  /* lower-cased, no trailing dot */
 	size_t nlocal_domains;
+
+	/* Delivery (top level). */
+	char *smarthost;       /* "host:port" for every domain without a
+	                          route of its own; NULL = MX lookup */
+	char *dns_resolver;    /* "ADDR[@PORT]"; NULL = /etc/resolv.conf */
+	char *helo_name;       /* name sent in EHLO; default: hostname */
+	unsigned max_queue_time;   /* seconds, default 5d, then bounce */
+	unsigned retry_initial;    /* seconds, default 60: first retry delay */
+	unsigned retry_max;        /* seconds, default 3600: backoff cap */
+	int queue_only;            /* accept and queue, deliver nothing
+	                              (default no), like Exim's queue_only */
+	struct dest_conf dest_default; /* "*" section, or built-in defaults */
+	struct dest_conf *dest;    /* other [destination] sections, in order */
+	size_t ndest;
 };
 
 /*
@@ -73,6 +116,14 @@ int config_load_string(const char *text, const char *name, struct config **out,
                        char *err, size_t errlen);
 
 void config_free(struct config *cfg);
+
+/*
+ * The destination settings for a domain or host name (any case): an exact
+ * pattern wins, then the longest matching "*.suffix", then the "*" or
+ * built-in defaults. Never NULL.
+ */
+const struct dest_conf *config_find_dest(const struct config *cfg,
+                                         const char *domain);
 
 /* Print the effective configuration as an INI file that config_load accepts. */
 void config_print(const struct config *cfg, FILE *fp);

@@ -33,9 +33,9 @@
 
 /* Internal interface shared with dns.c (see the paragraph above). */
 int dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
-               struct dns_host *hosts, size_t max, size_t *nhosts);
+    struct dns_host *hosts, size_t max, size_t *nhosts);
 int dns_msg_addrs(const uint8_t *msg, size_t len, int *rcode, int qtype,
-                  struct dns_host *h, uint16_t port);
+    struct dns_host *h, uint16_t port);
 
 #define DNS_HDR_LEN 12
 #define DNS_T_A 1
@@ -57,8 +57,8 @@ get16(const uint8_t *p)
  * Returns -1 if a byte has no plain text form or out is too small.
  */
 static int
-label_append(const uint8_t *p, size_t len, char *out, size_t outlen,
-             size_t *pos)
+label_append(
+    const uint8_t *p, size_t len, char *out, size_t outlen, size_t *pos)
 {
 	size_t i, need;
 
@@ -81,8 +81,8 @@ label_append(const uint8_t *p, size_t len, char *out, size_t outlen,
 }
 
 int
-dns_parse_mx_rdata(const uint8_t *rd, size_t len, unsigned *pref, char *name,
-                   size_t namelen)
+dns_parse_mx_rdata(
+    const uint8_t *rd, size_t len, unsigned *pref, char *name, size_t namelen)
 {
 	size_t off = 2, wire = 0, pos = 0;
 
@@ -95,17 +95,17 @@ dns_parse_mx_rdata(const uint8_t *rd, size_t len, unsigned *pref, char *name,
 		uint8_t l;
 
 		if (off >= len)
-			return -1; /* truncated: no root label */
+			goto fail; /* truncated: no root label */
 		l = rd[off++];
 		if (l & 0xc0)
-			return -1; /* pointer (11), or 01/10: label over 63 */
+			goto fail; /* pointer (11), or 01/10: label over 63 */
 		wire += 1 + (size_t)l;
 		if (wire > DNS_WIRE_NAME_MAX)
-			return -1;
+			goto fail;
 		if (l == 0)
 			break;
 		if (len - off < l)
-			return -1;
+			goto fail;
 		if (label_append(rd + off, l, name, namelen, &pos) == -1)
 			goto fail;
 		off += l;
@@ -263,8 +263,8 @@ struct msg_rr {
  * number. Returns 0 or -1.
  */
 static int
-msg_start(const uint8_t *msg, size_t len, int *rcode, size_t *off,
-          unsigned *ancount)
+msg_start(
+    const uint8_t *msg, size_t len, int *rcode, size_t *off, unsigned *ancount)
 {
 	unsigned qd, i;
 
@@ -311,8 +311,8 @@ msg_next_rr(const uint8_t *msg, size_t len, size_t *off, struct msg_rr *rr)
  * header's RCODE whenever the header could be read.
  */
 int
-dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
-           struct dns_host *hosts, size_t max, size_t *nhosts)
+dns_msg_mx(const uint8_t *msg, size_t len, int *rcode, struct dns_host *hosts,
+    size_t max, size_t *nhosts)
 {
 	size_t off, n = 0;
 	unsigned an, i;
@@ -340,13 +340,13 @@ dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
 		    msg_skip_name(msg, rr.rdoff + rr.rdlen, &end) == -1 ||
 		    end != rr.rdoff + rr.rdlen)
 			continue; /* truncated, or bytes after the name */
-		w = msg_unpack_name(msg, rr.rdoff + rr.rdlen, rr.rdoff + 2,
-		    rd + 2);
+		w = msg_unpack_name(
+		    msg, rr.rdoff + rr.rdlen, rr.rdoff + 2, rd + 2);
 		if (w == -1)
 			continue;
 		memcpy(rd, msg + rr.rdoff, 2);
-		if (dns_parse_mx_rdata(rd, 2 + (size_t)w, &pref, name,
-		        sizeof(name)) == -1)
+		if (dns_parse_mx_rdata(
+			rd, 2 + (size_t)w, &pref, name, sizeof(name)) == -1)
 			continue;
 		if (n < max) {
 			k = n++;
@@ -379,7 +379,7 @@ dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
  */
 int
 dns_msg_addrs(const uint8_t *msg, size_t len, int *rcode, int qtype,
-              struct dns_host *h, uint16_t port)
+    struct dns_host *h, uint16_t port)
 {
 	size_t off;
 	unsigned an, i;

@@ -35,6 +35,7 @@
 #include <openssl/ssl.h>
 
 #include "io.h"
+#include "tls.h"
 
 enum tls_state { TLS_NONE, TLS_PENDING, TLS_HANDSHAKE, TLS_ACTIVE };
 
@@ -64,6 +65,8 @@ struct io {
 	int connecting;     /* client: connect() in progress */
 	int client;         /* client side TLS */
 	char *sni;
+	char *cache_key;
+	char *verify_host;
 	SSL_SESSION *resume;
 	char tls_info[128];
 	char err[256];
@@ -87,6 +90,8 @@ io_real_free(struct io *io)
 	}
 	close(io->fd);
 	free(io->sni);
+	free(io->cache_key);
+	free(io->verify_host);
 	if (io->resume)
 		SSL_SESSION_free(io->resume);
 	buf_free(&io->in);
@@ -344,6 +349,9 @@ io_tls_begin(struct io *io)
 			SSL_set_tlsext_host_name(io->ssl, io->sni);
 		if (io->resume)
 			SSL_set_session(io->ssl, io->resume);
+		SSL_set_app_data(io->ssl, io->cache_key);
+		if (io->verify_host)
+			tls_client_verify_host(io->ssl, io->verify_host);
 		SSL_set_connect_state(io->ssl);
 	} else {
 		SSL_set_accept_state(io->ssl);
@@ -425,6 +433,10 @@ io_on_read(evutil_socket_t fd, short what, void *arg)
 			return;
 	}
 	if (io->eof) {
+		/* Replies to what came before the EOF leave first: a client
+		 * may half-close after QUIT and still read the 221. */
+		if (io_after(io))
+			return;
 		if (io_dispatch(io, IO_DISCONNECTED))
 			return;
 	}
@@ -638,6 +650,7 @@ io_starttls(struct io *io, SSL_CTX *ctx)
 
 int
 io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
+                   const char *cache_key, const char *verify_host,
                    SSL_SESSION *resume)
 {
 	if (io->tls != TLS_NONE || ctx == NULL)
@@ -646,6 +659,10 @@ io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
 	io->client = 1;
 	free(io->sni);
 	io->sni = servername ? strdup(servername) : NULL;
+	free(io->cache_key);
+	io->cache_key = cache_key ? strdup(cache_key) : NULL;
+	free(io->verify_host);
+	io->verify_host = verify_host ? strdup(verify_host) : NULL;
 	if (resume && SSL_SESSION_up_ref(resume) == 1)
 		io->resume = resume;
 	io->tls_ctx = ctx;

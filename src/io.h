@@ -83,9 +83,13 @@ int io_starttls(struct io *io, SSL_CTX *ctx);
  * Client-side STARTTLS, after the server's 220: drops buffered plaintext
  * input (never taken as a reply), stops reading plaintext, then handshakes
  * with SNI servername and, when resume is not NULL, offers that session
- * (the io takes a reference). Returns 0 or -1.
+ * (the io takes a reference). New sessions go to the TLS session cache under
+ * cache_key (tls_cache_put). verify_host: when not NULL, the certificate must
+ * match that name (the context decides whether it is checked at all).
+ * Returns 0 or -1.
  */
 int io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
+                       const char *cache_key, const char *verify_host,
                        SSL_SESSION *resume);
 /* The SSL object once TLS is up (for session caching, verification). */
 SSL *io_ssl(const struct io *io);

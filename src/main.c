@@ -21,11 +21,15 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "dns.h"
 #include "listener.h"
 #include "log.h"
+#include "queue.h"
 #include "queue_list.h"
+#include "smtp_client.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "tls.h"
 
 static void
 usage(FILE *fp)
@@ -79,6 +83,12 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(base, NULL);
 }
 
+static void
+on_queued(void *arg, const char *id)
+{
+	queue_inject(arg, id);
+}
+
 static int
 cmd_serve(const char *cfgpath, int foreground)
 {
@@ -87,6 +97,8 @@ cmd_serve(const char *cfgpath, int foreground)
 	struct smtp_server *srv = NULL;
 	struct spool *sp = NULL;
 	struct listeners *ls = NULL;
+	struct dns *dns = NULL;
+	struct queue *q = NULL;
 	struct event *ev_term = NULL, *ev_int = NULL;
 	char err[1024];
 	int rc = 1;
@@ -112,6 +124,14 @@ cmd_serve(const char *cfgpath, int foreground)
 		goto done;
 	}
 	smtp_server_set_spool(srv, sp);
+	if ((dns = dns_new(base, cfg->dns_resolver, err, sizeof(err))) == NULL)
+		log_info("DNS unavailable (%s): MX deliveries will be deferred",
+		    err);
+	if ((q = queue_new(base, cfg, sp, dns)) == NULL) {
+		fprintf(stderr, "petrel: cannot create the queue\n");
+		goto done;
+	}
+	smtp_server_on_queued(srv, on_queued, q);
 	if ((ls = listeners_open(base, cfg, srv, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "petrel: %s\n", err);
 		goto done;
@@ -127,11 +147,16 @@ cmd_serve(const char *cfgpath, int foreground)
 	log_info("petrel %s started, pid %d, spool %s, %s configuration",
 	    PETREL_VERSION, (int)getpid(), cfg->spool_dir,
 	    cfg->path ? cfg->path : "embedded");
+	queue_load(q);
 	event_base_dispatch(base);
 	rc = 0;
 done:
 	listeners_close(ls);
 	smtp_server_free(srv);
+	queue_free(q);
+	dns_free(dns);
+	mta_tls_cleanup();
+	tls_cache_clear();
 	spool_close(sp); /* finishes commits in progress: nothing lost */
 	if (ev_term)
 		event_free(ev_term);

@@ -144,7 +144,8 @@ enh_scan(const char *s, size_t n, char cls)
 		return 0;
 	i = 2;
 	for (part = 0; part < 2; part++) {
-		for (k = 0; k < 3 && i < n && is_digit((unsigned char)s[i]); k++)
+		for (k = 0; k < 3 && i < n && is_digit((unsigned char)s[i]);
+		    k++)
 			i++;
 		if (k == 0)
 			return 0;
@@ -271,7 +272,8 @@ smtp_reply_parse(const char *buf, size_t len, struct smtp_reply *r,
 			goto fail;
 		}
 		p = buf + off;
-		scan = avail < SMTP_REPLY_LINE_MAX ? avail : SMTP_REPLY_LINE_MAX;
+		scan = avail < SMTP_REPLY_LINE_MAX ? avail :
+		    SMTP_REPLY_LINE_MAX;
 		lf = memchr(p, '\n', scan);
 		if (lf == NULL) {
 			if (avail >= SMTP_REPLY_LINE_MAX ||
@@ -295,8 +297,8 @@ smtp_reply_parse(const char *buf, size_t len, struct smtp_reply *r,
 			size_t e = n > 4 ? enh_scan(p + 4, n - 4, p[0]) : 0;
 
 			assert(e < sizeof(r->enh));
-			memcpy(r->enh, p + 4, e);
-			r->enh[e] = '\0';
+			if (e > 0)
+				memcpy(r->enh, p + 4, e);
 			r->code = (p[0] - '0') * 100 + (p[1] - '0') * 10 +
 			    (p[2] - '0');
 			text_put(&t, p, 3);
@@ -417,7 +419,7 @@ ehlo_line(const char *s, const char *end, struct smtp_ehlo *e)
 	e->exts |= ehlo_table[i].flag;
 	switch (ehlo_table[i].flag) {
 	case EHLO_SIZE:
-		/* A good value replaces an earlier one; a bad one is ignored. */
+		/* A good value replaces an earlier one; a bad one does not. */
 		if (next_token(&s, end, &arg, &arglen) &&
 		    parse_dec(arg, arglen, UINT64_MAX, &v) == 0)
 			e->size = v;

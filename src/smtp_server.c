@@ -98,6 +98,7 @@ struct session {
 	unsigned errors;
 	unsigned transactions;
 	int overlong;             /* discarding an over-long command line */
+	int peer_eof;             /* client closed its side while spooling */
 	struct session *hnext;
 
 	/* Transaction (MAIL ... end of data). */
@@ -132,6 +133,8 @@ struct smtp_server {
 	struct spool *spool;
 	unsigned nsessions;
 	uint64_t next_id;
+	void (*on_queued)(void *, const char *);
+	void *on_queued_arg;
 	struct session *hash[SESSION_HASH];
 };
 
@@ -498,8 +501,11 @@ smtp_server_spool_done(uint64_t token, const char *id, int err, void *arg)
 	if (s == NULL || s->state != S_SPOOLING) {
 		/* Client went away before the reply: the file stays queued
 		 * (a duplicate is better than a loss). */
-		if (err == 0)
+		if (err == 0) {
 			log_info("%s queued but client gone before reply", id);
+			if (srv->on_queued)
+				srv->on_queued(srv->on_queued_arg, id);
+		}
 		return;
 	}
 	if (err) {
@@ -515,11 +521,15 @@ smtp_server_spool_done(uint64_t token, const char *id, int err, void *arg)
 		    (unsigned long long)s->msg_size,
 		    s->msgid && s->msgid[0] ? s->msgid : "(none)");
 		reply(s, "250 2.0.0 Ok: queued as %s", id);
+		if (srv->on_queued)
+			srv->on_queued(srv->on_queued_arg, id);
 	}
 	tx_reset(s);
 	session_enter(s, S_COMMAND);
 	io_resume(s->io);
 	session_process(s);
+	if (s->peer_eof && s->state != S_CLOSING)
+		session_close(s); /* nothing more can come */
 }
 
 /* DATA content. Returns 1 to go on processing, 0 when more input is needed. */
@@ -1085,11 +1095,19 @@ session_io(struct io *io, enum io_event ev, void *arg)
 		session_close(s);
 		return;
 	case IO_DISCONNECTED:
-		if (s->state == S_DATA || s->state == S_BDAT)
+		if (s->state == S_DATA || s->state == S_BDAT) {
 			log_info("s%llu H=%s [%s] connection lost during %s%s%s",
 			    (unsigned long long)s->id, s->helo, s->ip,
 			    state_names[s->state], s->qid[0] ? ", discarded " : "",
 			    s->qid);
+		} else if (s->state == S_SPOOLING) {
+			/* Half-closed after the end of data: answer anyway. */
+			s->peer_eof = 1;
+			return;
+		} else if (io_outlen(io) > 0 && s->state != S_CLOSING) {
+			session_close(s); /* flush, then IO_LOWAT frees */
+			return;
+		}
 		session_free(s);
 		return;
 	case IO_ERROR:
@@ -1136,6 +1154,14 @@ smtp_server_free(struct smtp_server *srv)
 		while (srv->hash[i])
 			session_free(srv->hash[i]);
 	free(srv);
+}
+
+void
+smtp_server_on_queued(struct smtp_server *srv,
+                      void (*fn)(void *arg, const char *id), void *arg)
+{
+	srv->on_queued = fn;
+	srv->on_queued_arg = arg;
 }
 
 unsigned

@@ -38,4 +38,8 @@ void smtp_server_spool_done(uint64_t token, const char *id, int err,
 
 unsigned smtp_server_sessions(const struct smtp_server *srv);
 
+/* Called with the queue id of each message once it is durable (delivery). */
+void smtp_server_on_queued(struct smtp_server *srv,
+                           void (*fn)(void *arg, const char *id), void *arg);
+
 #endif

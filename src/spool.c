@@ -40,8 +40,13 @@
 
 enum spool_fault { FAULT_NONE, FAULT_WRITE, FAULT_FSYNC };
 
+enum spool_job { JOB_COMMIT, JOB_JOURNAL, JOB_REMOVE };
+
 struct spool_msg {
 	struct spool *sp;
+	enum spool_job kind;
+	spool_done_cb cb;    /* NULL: the spool's callback */
+	void *cbarg;
 	char id[SPOOL_ID_MAX + 1];
 	struct buf mem;      /* content not yet written to fd */
 	int fd;              /* tmp/<id>, or -1 while all in memory */
@@ -57,6 +62,7 @@ struct spool {
 	struct event_base *base;
 	char *dir;
 	int qfd;                 /* queue/ directory, for fsync */
+	int jfd;                 /* journal/ directory, for fsync */
 	pthread_t *threads;
 	unsigned nthreads;
 	pthread_mutex_t lock;
@@ -149,6 +155,49 @@ fail:
 	return err ? err : EIO;
 }
 
+/*
+ * Worker: append a journal line and make it durable. A new journal file
+ * also needs the directory fsync: it bumps *dirsync.
+ */
+static int
+spool_journal_one(struct spool *sp, struct spool_msg *m, int *dirsync)
+{
+	char path[PATH_MAX];
+	int fd, err = 0, created = 0;
+
+	if (spool_path(sp, "journal", m->id, path, sizeof(path)) == -1)
+		return ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd == -1 && errno == ENOENT) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		created = 1;
+	}
+	if (fd == -1)
+		return errno;
+	if (write_all(fd, m->env, m->envlen) == -1 || fdatasync(fd) == -1)
+		err = errno;
+	close(fd);
+	if (err == 0 && created)
+		(*dirsync)++;
+	return err;
+}
+
+static int
+spool_remove_one(struct spool *sp, struct spool_msg *m)
+{
+	char path[PATH_MAX];
+	int err = 0;
+
+	/* The message first: a journal without its message is ignored. */
+	if (spool_path(sp, "queue", m->id, path, sizeof(path)) == 0 &&
+	    unlink(path) == -1 && errno != ENOENT)
+		err = errno;
+	if (spool_path(sp, "journal", m->id, path, sizeof(path)) == 0 &&
+	    unlink(path) == -1 && errno != ENOENT)
+		err = errno;
+	return err;
+}
+
 static void *
 spool_worker(void *arg)
 {
@@ -157,7 +206,7 @@ spool_worker(void *arg)
 	pthread_mutex_lock(&sp->lock);
 	for (;;) {
 		struct spool_msg *batch, **tail, *m;
-		int n = 0, ok = 0;
+		int n = 0, ok = 0, jsync = 0;
 
 		while (sp->jobs == NULL && !sp->stopping)
 			pthread_cond_wait(&sp->cond, &sp->lock);
@@ -173,14 +222,33 @@ spool_worker(void *arg)
 			sp->jobs_tail = &sp->jobs;
 		pthread_mutex_unlock(&sp->lock);
 
-		for (m = batch; m; m = m->next)
-			if ((m->result = spool_commit_one(sp, m)) == 0)
-				ok++;
+		for (m = batch; m; m = m->next) {
+			switch (m->kind) {
+			case JOB_COMMIT:
+				if ((m->result = spool_commit_one(sp, m)) == 0)
+					ok++;
+				break;
+			case JOB_JOURNAL:
+				m->result = spool_journal_one(sp, m, &jsync);
+				break;
+			case JOB_REMOVE:
+				m->result = spool_remove_one(sp, m);
+				break;
+			}
+		}
+		if (jsync > 0 && fsync(sp->jfd) == -1) {
+			int e = errno;
+			for (m = batch; m; m = m->next)
+				if (m->kind == JOB_JOURNAL && m->result == 0)
+					m->result = e;
+		}
 		if (ok > 0 && fsync(sp->qfd) == -1) {
 			/* Not durable: take the renamed files back. */
 			int e = errno;
 			for (m = batch; m; m = m->next) {
 				char dst[PATH_MAX];
+				if (m->kind != JOB_COMMIT)
+					continue;
 				if (m->result == 0 &&
 				    spool_path(sp, "queue", m->id, dst,
 				        sizeof(dst)) == 0)
@@ -228,7 +296,10 @@ spool_on_notify(evutil_socket_t fd, short what, void *arg)
 	while ((m = list) != NULL) {
 		list = m->next;
 		sp->pending--;
-		sp->cb(m->token, m->id, m->result, sp->cbarg);
+		if (m->cb)
+			m->cb(m->token, m->id, m->result, m->cbarg);
+		else if (m->kind == JOB_COMMIT)
+			sp->cb(m->token, m->id, m->result, sp->cbarg);
 		spool_msg_free(m);
 	}
 }
@@ -258,7 +329,7 @@ struct spool *
 spool_open(struct event_base *base, const char *dir, unsigned workers,
            spool_done_cb cb, void *cbarg, char *err, size_t errlen)
 {
-	static const char *subdirs[] = { "queue", "tmp", "tls" };
+	static const char *subdirs[] = { "queue", "journal", "tmp", "tls" };
 	struct spool *sp = calloc(1, sizeof(*sp));
 	char path[PATH_MAX];
 	const char *fault = getenv("PETREL_FAULT_SPOOL");
@@ -269,6 +340,7 @@ spool_open(struct event_base *base, const char *dir, unsigned workers,
 	}
 	sp->base = base;
 	sp->qfd = -1;
+	sp->jfd = -1;
 	sp->notify[0] = sp->notify[1] = -1;
 	sp->jobs_tail = &sp->jobs;
 	sp->done_tail = &sp->done;
@@ -297,6 +369,11 @@ spool_open(struct event_base *base, const char *dir, unsigned workers,
 		goto fail;
 	snprintf(path, sizeof(path), "%s/queue", dir);
 	if ((sp->qfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	if ((sp->jfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
@@ -361,6 +438,8 @@ spool_close(struct spool *sp)
 		close(sp->notify[1]);
 	if (sp->qfd != -1)
 		close(sp->qfd);
+	if (sp->jfd != -1)
+		close(sp->jfd);
 	free(sp->dir);
 	free(sp);
 }
@@ -441,6 +520,64 @@ spool_msg_abort(struct spool_msg *m)
 			unlink(tmp);
 	}
 	spool_msg_free(m);
+}
+
+static void
+spool_enqueue(struct spool *sp, struct spool_msg *m)
+{
+	m->next = NULL;
+	sp->pending++;
+	pthread_mutex_lock(&sp->lock);
+	*sp->jobs_tail = m;
+	sp->jobs_tail = &m->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+}
+
+int
+spool_msg_commit_cb(struct spool_msg *m, const struct spool_env *env,
+                    spool_done_cb cb, void *arg, uint64_t token)
+{
+	m->cb = cb;
+	m->cbarg = arg;
+	return spool_msg_commit(m, env, token);
+}
+
+int
+spool_journal(struct spool *sp, const char *id, const char *line,
+              spool_done_cb cb, void *arg, uint64_t token)
+{
+	struct spool_msg *m = spool_msg_new(sp, id);
+
+	if (m == NULL)
+		return -1;
+	m->kind = JOB_JOURNAL;
+	m->cb = cb;
+	m->cbarg = arg;
+	m->token = token;
+	if ((m->env = strdup(line)) == NULL) {
+		spool_msg_free(m);
+		return -1;
+	}
+	m->envlen = strlen(line);
+	spool_enqueue(sp, m);
+	return 0;
+}
+
+int
+spool_remove(struct spool *sp, const char *id, spool_done_cb cb, void *arg,
+             uint64_t token)
+{
+	struct spool_msg *m = spool_msg_new(sp, id);
+
+	if (m == NULL)
+		return -1;
+	m->kind = JOB_REMOVE;
+	m->cb = cb;
+	m->cbarg = arg;
+	m->token = token;
+	spool_enqueue(sp, m);
+	return 0;
 }
 
 int

@@ -3,6 +3,7 @@
  *
  * Layout under spool_dir:
  *   queue/<id>   one file per accepted message (spool_format.h)
+ *   journal/<id> per-recipient outcomes of that message, appended
  *   tmp/<id>     being written; never read back; removed at start
  *   tls/         the self-signed certificate
  *
@@ -64,6 +65,29 @@ void spool_msg_abort(struct spool_msg *m);
  */
 int spool_msg_commit(struct spool_msg *m, const struct spool_env *env,
                      uint64_t token);
+
+/*
+ * Append one line to journal/<id> (the per-recipient journal, see
+ * docs/internals/QUEUE.md), fdatasync it (and the directory when the file
+ * is new), then call cb(token, id, err, arg) on the loop. line must end
+ * with '\n'. Returns 0, or -1 (ENOMEM).
+ */
+int spool_journal(struct spool *sp, const char *id, const char *line,
+                  spool_done_cb cb, void *arg, uint64_t token);
+
+/*
+ * Remove queue/<id> and journal/<id> (a finished message), then call cb
+ * (may be NULL). Returns 0 or -1.
+ */
+int spool_remove(struct spool *sp, const char *id, spool_done_cb cb,
+                 void *arg, uint64_t token);
+
+/*
+ * Like spool_msg_commit, but the completion goes to cb/arg instead of the
+ * spool's callback (for messages Petrel writes itself, e.g. bounces).
+ */
+int spool_msg_commit_cb(struct spool_msg *m, const struct spool_env *env,
+                        spool_done_cb cb, void *arg, uint64_t token);
 
 /* Commits handed to workers and not yet completed (for tests / status). */
 unsigned spool_pending(const struct spool *sp);

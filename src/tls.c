@@ -162,3 +162,119 @@ fail:
 	SSL_CTX_free(ctx);
 	return NULL;
 }
+
+/* ---- client ----------------------------------------------------------- */
+
+#define TLS_CACHE_MAX 256
+
+struct tls_cache_entry {
+	char *key;
+	SSL_SESSION *sess;
+	unsigned long used;
+};
+
+static struct tls_cache_entry cache[TLS_CACHE_MAX];
+static unsigned long cache_clock;
+
+SSL_SESSION *
+tls_cache_get(const char *key)
+{
+	for (size_t i = 0; i < TLS_CACHE_MAX; i++)
+		if (cache[i].key && strcmp(cache[i].key, key) == 0) {
+			if (!SSL_SESSION_is_resumable(cache[i].sess))
+				return NULL;
+			cache[i].used = ++cache_clock;
+			return cache[i].sess;
+		}
+	return NULL;
+}
+
+void
+tls_cache_put(const char *key, SSL_SESSION *sess)
+{
+	size_t victim = 0;
+
+	if (key == NULL || sess == NULL)
+		return;
+	for (size_t i = 0; i < TLS_CACHE_MAX; i++) {
+		if (cache[i].key && strcmp(cache[i].key, key) == 0) {
+			victim = i;
+			break;
+		}
+		if (cache[i].key == NULL) {
+			victim = i;
+			break;
+		}
+		if (cache[i].used < cache[victim].used)
+			victim = i;
+	}
+	if (cache[victim].key == NULL || strcmp(cache[victim].key, key) != 0) {
+		free(cache[victim].key);
+		if ((cache[victim].key = strdup(key)) == NULL) {
+			SSL_SESSION_free(cache[victim].sess);
+			cache[victim].sess = NULL;
+			return;
+		}
+	}
+	SSL_SESSION_up_ref(sess);
+	SSL_SESSION_free(cache[victim].sess);
+	cache[victim].sess = sess;
+	cache[victim].used = ++cache_clock;
+}
+
+void
+tls_cache_clear(void)
+{
+	for (size_t i = 0; i < TLS_CACHE_MAX; i++) {
+		free(cache[i].key);
+		SSL_SESSION_free(cache[i].sess);
+		cache[i].key = NULL;
+		cache[i].sess = NULL;
+	}
+}
+
+static int
+tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	const char *key = SSL_get_app_data(ssl);
+
+	if (key)
+		tls_cache_put(key, sess);
+	return 0; /* we took our own reference */
+}
+
+SSL_CTX *
+tls_client_ctx(int verify, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL) {
+		tls_errstr(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+	if (verify) {
+		if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+			tls_errstr(err, errlen, "system certificate store");
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	}
+	return ctx;
+}
+
+int
+tls_client_verify_host(SSL *ssl, const char *host)
+{
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	return SSL_set1_host(ssl, host) == 1 ? 0 : -1;
+}

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from petrel_helpers import BIN, Petrel  # noqa: E402
+from petrel_helpers import Petrel  # noqa: E402
 
 TEST_TIMEOUT = 90
 
@@ -76,10 +76,3 @@ def petrel_factory(tmp_path, request):
 @pytest.fixture
 def petrel(petrel_factory):
     return petrel_factory()
-
-
-@pytest.fixture(scope="session")
-def petrel_bin():
-    if not BIN.exists():
-        pytest.fail(f"{BIN} not built")
-    return BIN

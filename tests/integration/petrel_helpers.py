@@ -5,18 +5,45 @@ Everything here is bounded in time: sockets have timeouts, subprocesses are
 waited for with timeouts, readiness polling gives up after 10 s.
 """
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("PETREL_BIN", REPO / "build" / "petrel"))
+BUILT_BIN = Path(os.environ.get("PETREL_BIN", REPO / "build" / "petrel"))
+
+
+def _snapshot_binary(src):
+    """Copy the daemon binary once per test run, so that a rebuild while the
+    suite runs neither breaks nor mixes versions. Retries while the linker
+    may be writing it; falls back to the original path."""
+    if not src.exists():
+        return src
+    d = Path(tempfile.mkdtemp(prefix="petrel-bin-"))
+    atexit.register(shutil.rmtree, d, True)
+    dst = d / "petrel"
+    for _ in range(20):
+        try:
+            shutil.copy2(src, dst)
+            r = subprocess.run([str(dst), "--version"], capture_output=True, timeout=10)
+            if r.returncode == 0:
+                return dst
+        except (OSError, subprocess.SubprocessError):
+            pass
+        time.sleep(0.5)
+    return src
+
+
+BIN = _snapshot_binary(BUILT_BIN)
 HOSTNAME = "mx.petrel.example"
 GREETING = "220 mx.petrel.example ESMTP Petrel"
 SOCK_TIMEOUT = 5.0
@@ -475,8 +502,10 @@ class Petrel:
         self.spool = Path(spool_dir) if spool_dir else self.dir / "spool"
         self.log_path = self.dir / "main.log"
         self.conf_path = self.dir / "petrel.conf"
+        # The receiving-side suites look at the spool: nothing is delivered
+        # unless a test turns queue_only off (delivery tests do).
         self.top = {"hostname": HOSTNAME, "spool_dir": str(self.spool),
-                    "log_file": str(self.log_path)}
+                    "log_file": str(self.log_path), "queue_only": "yes"}
         addr = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.listen = {"address": addr, "greeting_delay": "0"}
         self.relay = {"networks": "127.0.0.0/8, ::1/128",
@@ -516,7 +545,7 @@ class Petrel:
     # -- process ------------------------------------------------------------
 
     def start(self, wait=True):
-        assert BIN.exists(), f"{BIN} does not exist: build Petrel first"
+        assert BIN.exists(), f"{BIN} does not exist: build Petrel first (meson setup build; ninja -C build)"
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.stdout_path = self.dir / f"stdout.{self.starts}"

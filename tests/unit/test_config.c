@@ -3,7 +3,9 @@
  * good and bad values with the exact error messages (file, line, section,
  * key, what was expected, what was given), sections and their errors, the
  * line reader (indentation, list continuation lines, long lines, NUL, CRLF,
- * BOM), files, config_print round trips, local domains and host:port.
+ * BOM), files, config_print round trips, local domains and host:port;
+ * delivery: top-level keys (smarthost, dns_resolver, helo_name, queue and
+ * retry times), [destination PATTERN] sections and config_find_dest().
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,6 +99,45 @@ relay_kv_err(const char *key, const char *value, const char *why)
 	load_err(text, want);
 }
 
+/* "[destination example.org]" with "key = value" on line 2. */
+static struct config *
+dest_kv(const char *key, const char *value)
+{
+	char text[1024];
+
+	snprintf(text, sizeof(text), "[destination example.org]\n%s = %s\n",
+	    key, value);
+	return load_ok(text);
+}
+
+/* As dest_kv() but must fail with "t.conf:2: [destination example.org]
+ * key: why". */
+static void
+dest_kv_err(const char *key, const char *value, const char *why)
+{
+	char text[1024], want[1024];
+
+	snprintf(text, sizeof(text), "[destination example.org]\n%s = %s\n",
+	    key, value);
+	snprintf(want, sizeof(want),
+	    "t.conf:2: [destination example.org] %s: %s", key, why);
+	load_err(text, want);
+}
+
+/* The message for a bad smarthost or route entry. */
+static const char *
+hostport_why(const char *value, const char *reason)
+{
+	static char buf[512];
+
+	snprintf(buf, sizeof(buf),
+	    "bad host:port '%s': %s (expected a host name, IPv4 address or "
+	    "[IPv6 address], ':' and a port, e.g. mx.example.org:25 or "
+	    "[2001:db8::1]:25)",
+	    value, reason);
+	return buf;
+}
+
 static int
 port_of(const struct listen_conf *l)
 {
@@ -184,6 +225,30 @@ assert_cidrs_equal(const struct cidr_list *a, const struct cidr_list *b)
 	}
 }
 
+static void
+assert_dest_equal(const struct dest_conf *x, const struct dest_conf *y)
+{
+	size_t i;
+
+	assert_string_equal(x->pattern, y->pattern);
+	assert_int_equal(x->nroute, y->nroute);
+	for (i = 0; i < x->nroute; i++)
+		assert_string_equal(x->route[i], y->route[i]);
+	assert_int_equal(x->tls, y->tls);
+	assert_int_equal(x->pipelining, y->pipelining);
+	assert_int_equal(x->chunking, y->chunking);
+	assert_int_equal(x->port, y->port);
+	assert_int_equal(x->max_connections, y->max_connections);
+	assert_int_equal(
+	    x->max_messages_per_connection, y->max_messages_per_connection);
+	assert_int_equal(x->max_connection_age, y->max_connection_age);
+	assert_int_equal(x->idle_timeout, y->idle_timeout);
+	assert_int_equal(x->pipeline_window, y->pipeline_window);
+	assert_int_equal(x->connect_timeout, y->connect_timeout);
+	assert_int_equal(x->reply_timeout, y->reply_timeout);
+	assert_int_equal(x->data_timeout, y->data_timeout);
+}
+
 /* Every field except path. */
 static void
 assert_config_equal(const struct config *a, const struct config *b)
@@ -225,6 +290,18 @@ assert_config_equal(const struct config *a, const struct config *b)
 	assert_int_equal(a->nlocal_domains, b->nlocal_domains);
 	for (i = 0; i < a->nlocal_domains; i++)
 		assert_string_equal(a->local_domains[i], b->local_domains[i]);
+
+	assert_str_or_null_equal(a->smarthost, b->smarthost);
+	assert_str_or_null_equal(a->dns_resolver, b->dns_resolver);
+	assert_string_equal(a->helo_name, b->helo_name);
+	assert_int_equal(a->max_queue_time, b->max_queue_time);
+	assert_int_equal(a->retry_initial, b->retry_initial);
+	assert_int_equal(a->retry_max, b->retry_max);
+	assert_int_equal(a->queue_only, b->queue_only);
+	assert_dest_equal(&a->dest_default, &b->dest_default);
+	assert_int_equal(a->ndest, b->ndest);
+	for (i = 0; i < a->ndest; i++)
+		assert_dest_equal(&a->dest[i], &b->dest[i]);
 }
 
 /* print, load the text, compare; print again: same text. */
@@ -265,6 +342,27 @@ assert_listener_defaults(const struct listen_conf *l)
 	assert_int_equal(l->greeting_delay_ms, 0);
 }
 
+/* The built-in destination defaults, with pattern. */
+static void
+assert_dest_defaults(const struct dest_conf *d, const char *pattern)
+{
+	assert_string_equal(d->pattern, pattern);
+	assert_null(d->route);
+	assert_int_equal(d->nroute, 0);
+	assert_int_equal(d->tls, TLS_POLICY_MAY);
+	assert_int_equal(d->pipelining, 1);
+	assert_int_equal(d->chunking, 1);
+	assert_int_equal(d->port, 25);
+	assert_int_equal(d->max_connections, 10);
+	assert_int_equal(d->max_messages_per_connection, 1000);
+	assert_int_equal(d->max_connection_age, 300);
+	assert_int_equal(d->idle_timeout, 10);
+	assert_int_equal(d->pipeline_window, 8);
+	assert_int_equal(d->connect_timeout, 30);
+	assert_int_equal(d->reply_timeout, 300);
+	assert_int_equal(d->data_timeout, 600);
+}
+
 static void
 assert_defaults(const struct config *cfg)
 {
@@ -292,6 +390,21 @@ assert_defaults(const struct config *cfg)
 	assert_string_equal(cidr_at(&cfg->relay_networks, 1), "::1/128");
 	assert_int_equal(cfg->nlocal_domains, 0);
 	assert_null(cfg->local_domains);
+
+	assert_null(cfg->smarthost);
+	assert_null(cfg->dns_resolver);
+	assert_non_null(cfg->helo_name);
+	assert_string_equal(cfg->helo_name, cfg->hostname);
+	assert_ptr_not_equal(cfg->helo_name, cfg->hostname); /* own copy */
+	assert_int_equal(cfg->max_queue_time, 5 * 86400);
+	assert_int_equal(cfg->retry_initial, 60);
+	assert_int_equal(cfg->retry_max, 3600);
+	assert_int_equal(cfg->queue_only, 0);
+	assert_dest_defaults(&cfg->dest_default, "*");
+	assert_int_equal(cfg->ndest, 0);
+	assert_null(cfg->dest);
+	assert_ptr_equal(
+	    config_find_dest(cfg, "example.org"), &cfg->dest_default);
 }
 
 /* ------------------------------------------------------------------ */
@@ -425,6 +538,13 @@ test_top_keys_bad(void **state)
 	top_kv_err("log_file", "a\001b",
 	    "expected a non-empty value "
 	    "without control characters, got 'a\\x01b'");
+	/* "key =;x" would print as "key = ;x", a comment. */
+	load_err("log_file =;x\n", "t.conf:1: log_file: a value cannot start "
+				   "with ';' (it would be read back as a "
+				   "comment), got ';x'");
+	load_err("hostname =;\n", "t.conf:1: hostname: a value cannot start "
+				  "with ';' (it would be read back as a "
+				  "comment), got ';'");
 	top_kv_err("max_sessions", "0", "expected an integer >= 1, got '0'");
 	top_kv_err("max_sessions", "-1", "expected an integer >= 1, got '-1'");
 	top_kv_err("max_sessions", "+5", "expected an integer >= 1, got '+5'");
@@ -645,13 +765,15 @@ test_listen_timeouts(void **state)
 	    {"1h", 3600},
 	    {"1000ms", 1},
 	    {"60000ms", 60},
+	    {"1d", 86400},
 	    {"4294967295s", UINT_MAX},
 	};
 	static const char *const bad[] = {
 	    "0",
 	    "0s",
 	    "999ms",
-	    "1d",
+	    "1w",
+	    "1D",
 	    "1 s",
 	    "-1",
 	    "s",
@@ -676,8 +798,8 @@ test_listen_timeouts(void **state)
 		for (j = 0; j < sizeof(bad) / sizeof(bad[0]); j++) {
 			snprintf(why, sizeof(why),
 			    "expected a duration >= 1s "
-			    "(a number with unit ms, s, m or h, e.g. 30s), got "
-			    "'%s'",
+			    "(a number with unit ms, s, m, h or d, e.g. 30s), "
+			    "got '%s'",
 			    bad[j]);
 			listen_kv_err(keys[i], bad[j], why);
 		}
@@ -706,6 +828,7 @@ test_listen_greeting_delay(void **state)
 	    "60001ms",
 	    "2m",
 	    "1h",
+	    "1d",
 	    "-1",
 	    "fast",
 	    "",
@@ -723,7 +846,8 @@ test_listen_greeting_delay(void **state)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(why, sizeof(why),
 		    "expected a duration from 0s to 1m "
-		    "(a number with unit ms, s, m or h, e.g. 30s), got '%s'",
+		    "(a number with unit ms, s, m, h or d, e.g. 30s), got "
+		    "'%s'",
 		    bad[i]);
 		listen_kv_err("greeting_delay", bad[i], why);
 	}
@@ -998,18 +1122,21 @@ test_sections_bad(void **state)
 	    "t.conf:1: [listen a/b]: bad name "
 	    "(expected letters, digits, '-', '_' or '.')");
 	load_err("[bogus]\n", "t.conf:1: unknown section [bogus] (expected "
-			      "[listen NAME] or [relay])");
-	load_err("hostname = a\n[destination example.org]\n",
-	    "t.conf:2: "
-	    "unknown section [destination] (expected [listen NAME] or "
-	    "[relay])");
+			      "[listen NAME], [relay] or [destination "
+			      "PATTERN])");
+	load_err("hostname = a\n[destinations example.org]\n",
+	    "t.conf:2: unknown section [destinations] (expected [listen NAME], "
+	    "[relay] or [destination PATTERN])");
+	load_err("[Destination *]\n", "t.conf:1: unknown section [Destination] "
+				      "(section names are lower case: "
+				      "[destination])");
 	load_err("[Relay]\n", "t.conf:1: unknown section [Relay] (section "
 			      "names are lower case: [relay])");
 	load_err("[relay]\nnetworks = ::1\n[relay]\n",
 	    "t.conf:3: [relay]: duplicate section (first at line 1)");
 	load_err("[relay x]\n", "t.conf:1: [relay x]: [relay] takes no name");
 	load_err("[]\n", "t.conf:1: unknown section [] (expected "
-			 "[listen NAME] or [relay])");
+			 "[listen NAME], [relay] or [destination PATTERN])");
 	load_err("[relay\n", "t.conf:1: syntax error: expected ']' at the "
 			     "end of the section header");
 	load_err("[relay] x\n", "t.conf:1: syntax error: unexpected text "
@@ -1052,8 +1179,29 @@ test_unknown_and_duplicate_keys(void **state)
 	    "spool_workers: unknown key here (it belongs at the top, before "
 	    "any section)");
 	load_err("[relay]\npipelining = no\n",
-	    "t.conf:2: [relay] pipelining: "
+	    "t.conf:2: [relay] pipelining: unknown key here (it belongs in "
+	    "[listen NAME] or in [destination PATTERN])");
+	load_err("[relay]\nbare_lf = reject\n",
+	    "t.conf:2: [relay] bare_lf: "
 	    "unknown key here (it belongs in [listen NAME])");
+	load_err("port = 25\n", "t.conf:1: port: unknown key here (it belongs "
+				"in [destination PATTERN])");
+	load_err("[listen a]\naddress = 127.0.0.1:25\nroute = a.example:25\n",
+	    "t.conf:3: [listen a] route: unknown key here (it belongs in "
+	    "[destination PATTERN])");
+	load_err("[destination a.example]\naddress = 127.0.0.1:25\n",
+	    "t.conf:2: [destination a.example] address: unknown key here (it "
+	    "belongs in [listen NAME])");
+	load_err("[destination a.example]\nsmarthost = a.example:25\n",
+	    "t.conf:2: [destination a.example] smarthost: unknown key here (it "
+	    "belongs at the top, before any section)");
+	load_err("[destination a.example]\nPort = 25\n",
+	    "t.conf:2: [destination a.example] Port: unknown key (keys are "
+	    "lower case: port)");
+	load_err("[destination a.example]\nport = 25\nport = 26\n",
+	    "t.conf:3: [destination a.example] port: duplicate key (already "
+	    "set "
+	    "in this section)");
 	load_err("spool_dir = a\nspool_dir = b\n",
 	    "t.conf:2: spool_dir: duplicate key (already set in this section)");
 	load_err("[listen x]\naddress = 127.0.0.1:25\naddress = 127.0.0.1:26\n",
@@ -1285,7 +1433,11 @@ test_print_round_trip(void **state)
 	n = (size_t)snprintf(text, sizeof(text),
 	    "hostname = mx1.example.net\nspool_dir = /var/spool/petrel\n"
 	    "log_file = /var/log/petrel/main.log\nmax_sessions = 5\n"
-	    "spool_workers = 64\n[listen mx]\naddress = 0.0.0.0:25\n"
+	    "spool_workers = 64\nsmarthost = [2001:db8::25]:2525\n"
+	    "dns_resolver = ::1@5353\nhelo_name = helo.example.net\n"
+	    "max_queue_time = 36h\nretry_initial = 90s\nretry_max = 2d\n"
+	    "queue_only = yes\n"
+	    "[listen mx]\naddress = 0.0.0.0:25\n"
 	    "tls_cert = /etc/petrel/cert.pem\ntls_key = /etc/petrel/key.pem\n"
 	    "pipelining = no\nchunking = false\nstarttls = 0\n"
 	    "enforce_sync = no\n"
@@ -1294,7 +1446,16 @@ test_print_round_trip(void **state)
 	    "max_messages = 4294967295\nmax_errors = 3\nmax_line_length = 0\n"
 	    "command_timeout = 1h\ndata_timeout = 61\ngreeting_delay = 1500ms\n"
 	    "[listen v6]\naddress = [2001:db8::1]:587\n"
-	    "max_message_size = 1000\ngreeting_delay = 7s\n[relay]\n"
+	    "max_message_size = 1000\ngreeting_delay = 7s\n"
+	    "[destination *.Example.net]\nroute = mx1.example.net:25, "
+	    "192.0.2.25:2525\n\t[2001:db8::26]:26\ntls = verify\n"
+	    "pipelining = no\nchunking = no\nport = 2525\n"
+	    "max_connections = 1000\nmax_messages_per_connection = 1\n"
+	    "max_connection_age = 1d\nidle_timeout = 90s\n"
+	    "pipeline_window = 100\nconnect_timeout = 1\n"
+	    "reply_timeout = 4294967295\ndata_timeout = 25h\n"
+	    "[destination *]\ntls = encrypt\nport = 587\n"
+	    "[destination example.net]\ntls = none\n[relay]\n"
 	    "local_domains = Example.COM, b.example\nnetworks = ");
 	/* A list longer than one line: printed over several. */
 	for (i = 0; i < 60; i++)
@@ -1307,6 +1468,758 @@ test_print_round_trip(void **state)
 	assert_int_equal(cfg->listen[0].data_timeout, 61);
 	assert_int_equal(cfg->listen[0].greeting_delay_ms, 1500);
 	assert_int_equal(cfg->listen[0].max_message_size, 1073741824);
+	assert_int_equal(cfg->max_queue_time, 36 * 3600);
+	assert_int_equal(cfg->queue_only, 1);
+	assert_int_equal(cfg->ndest, 2);
+	assert_int_equal(cfg->dest[0].nroute, 3);
+	assert_int_equal(cfg->dest[0].reply_timeout, UINT_MAX);
+	assert_int_equal(cfg->dest_default.port, 587);
+	assert_round_trip(cfg);
+	config_free(cfg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Delivery: top-level keys                                             */
+
+static void
+test_delivery_top_keys(void **state)
+{
+	struct config *cfg;
+
+	cfg =
+	    load_ok("hostname = mx.example\nsmarthost = MX.Example.org:587\n"
+		    "dns_resolver = 192.0.2.53@5353\nhelo_name = out.example\n"
+		    "max_queue_time = 2d\nretry_initial = 30s\n"
+		    "retry_max = 2h\n");
+	assert_string_equal(cfg->smarthost, "MX.Example.org:587"); /* as is */
+	assert_string_equal(cfg->dns_resolver, "192.0.2.53@5353");
+	assert_string_equal(cfg->helo_name, "out.example");
+	assert_string_equal(cfg->hostname, "mx.example");
+	assert_int_equal(cfg->max_queue_time, 2 * 86400);
+	assert_int_equal(cfg->retry_initial, 30);
+	assert_int_equal(cfg->retry_max, 7200);
+	config_free(cfg);
+
+	/* helo_name defaults to the host name, as set in the file. */
+	cfg = load_ok("hostname = [192.0.2.1]\n");
+	assert_string_equal(cfg->helo_name, "[192.0.2.1]");
+	config_free(cfg);
+	cfg = load_ok("helo_name = helo.example\n");
+	assert_string_equal(cfg->helo_name, "helo.example");
+	assert_string_not_equal(cfg->hostname, "helo.example");
+	config_free(cfg);
+
+	top_kv_err("queue_only", "maybe", "expected yes or no, got 'maybe'");
+	top_kv_err("helo_name", "out example",
+	    "expected a host name "
+	    "(printable ASCII without spaces), got 'out example'");
+	top_kv_err("helo_name", "",
+	    "expected a host name (printable ASCII without spaces), got ''");
+}
+
+static void
+test_smarthost(void **state)
+{
+	static const char *const good[] = {
+	    "mx.example.org:25",
+	    "127.0.0.1:2525",
+	    "[::1]:25",
+	    "[2001:db8::1]:65535",
+	    "localhost:1",
+	    "mx-1.EXAMPLE.org:00025",
+	    "0.0.0.0:25",
+	    "[::ffff:192.0.2.1]:25",
+	};
+	static const struct {
+		const char *value, *reason;
+	} bad[] = {
+	    {"mx.example.org", "missing port"},
+	    {"mx.example.org:", "missing port"},
+	    {"mx.example.org:0", "bad port (expected 1 to 65535)"},
+	    {"mx.example.org:65536", "bad port (expected 1 to 65535)"},
+	    {"mx.example.org:123456", "bad port (expected 1 to 65535)"},
+	    {"mx.example.org:+25", "bad port (expected 1 to 65535)"},
+	    {"host:25x", "bad port (expected 1 to 65535)"},
+	    {"[::1", "missing ']'"},
+	    {"[::1]", "missing port"},
+	    {"[::1]25", "expected ':' and a port after ']'"},
+	    {"[::1]:", "missing port"},
+	    {"[]:25", "bad IPv6 address"},
+	    {"[192.0.2.1]:25", "bad IPv6 address"},
+	    {"[fe80::1%eth0]:25", "bad IPv6 address"},
+	    {"::1:25", "too many ':' (an IPv6 address must be in brackets)"},
+	    {"a:25:26", "too many ':' (an IPv6 address must be in brackets)"},
+	    {":25", "missing host"},
+	    {"256.0.0.1:25", "bad IPv4 address"},
+	    {"192.0.2:25", "bad IPv4 address"},
+	    {"12345:25", "bad IPv4 address"},
+	    {"mx..example:25", "empty label"},
+	    {"mx.example.:25", "trailing dot"},
+	    {"mx_1.example:25",
+		"only letters, digits, '-' and '.' are allowed"},
+	    {"user@mx.example:25",
+		"only letters, digits, '-' and '.' are allowed"},
+	    {"a b:25", "only letters, digits, '-' and '.' are allowed"},
+	    {"", "empty"},
+	};
+	struct config *cfg;
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "smarthost = %s\n", good[i]);
+		cfg = load_ok(text);
+		assert_string_equal(cfg->smarthost, good[i]);
+		config_free(cfg);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		top_kv_err("smarthost", bad[i].value,
+		    hostport_why(bad[i].value, bad[i].reason));
+}
+
+static void
+test_dns_resolver(void **state)
+{
+	static const char *const good[] = {
+	    "127.0.0.1",
+	    "::1",
+	    "192.0.2.53@5353",
+	    "2001:db8::53@53",
+	    "::1@1",
+	    "10.0.0.1@65535",
+	};
+	static const struct {
+		const char *value, *reason;
+	} bad[] = {
+	    {"localhost", "not a numeric IPv4 or IPv6 address"},
+	    {"[::1]", "not a numeric IPv4 or IPv6 address"},
+	    {"[::1]@53", "not a numeric IPv4 or IPv6 address"},
+	    {"256.1.1.1", "not a numeric IPv4 or IPv6 address"},
+	    {"127.0.0.1:53", "not a numeric IPv4 or IPv6 address"},
+	    {"127.0.0.1@", "bad port (expected 1 to 65535)"},
+	    {"127.0.0.1@0", "bad port (expected 1 to 65535)"},
+	    {"127.0.0.1@65536", "bad port (expected 1 to 65535)"},
+	    {"127.0.0.1@53x", "bad port (expected 1 to 65535)"},
+	    {"127.0.0.1@53@53", "bad port (expected 1 to 65535)"},
+	    {"@53", "missing address"},
+	    {"", "missing address"},
+	};
+	struct config *cfg;
+	char text[256], why[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "dns_resolver = %s\n", good[i]);
+		cfg = load_ok(text);
+		assert_string_equal(cfg->dns_resolver, good[i]);
+		config_free(cfg);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(why, sizeof(why),
+		    "bad resolver '%s': %s (expected a numeric address and an "
+		    "optional @port, e.g. 127.0.0.1, ::1 or 192.0.2.53@5353)",
+		    bad[i].value, bad[i].reason);
+		top_kv_err("dns_resolver", bad[i].value, why);
+	}
+}
+
+static void
+test_durations_days(void **state)
+{
+	static const struct {
+		const char *text;
+		unsigned value;
+	} good[] = {
+	    {"5d", 5 * 86400},
+	    {"1d", 86400},
+	    {"36h", 36 * 3600},
+	    {"90m", 5400},
+	    {"1", 1},
+	    {"49710d", 49710U * 86400U},
+	    {"4294967295", UINT_MAX},
+	};
+	static const char *const bad[] = {
+	    "0",
+	    "0d",
+	    "1w",
+	    "1D",
+	    "5 d",
+	    "-1d",
+	    "1.5d",
+	    "d",
+	    "49711d",
+	    "",
+	};
+	static const char *const keys[] = {
+	    "max_queue_time",
+	    "retry_initial",
+	};
+	struct config *cfg;
+	char text[256], why[256];
+	size_t i, j;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		for (j = 0; j < sizeof(good) / sizeof(good[0]); j++) {
+			/* retry_max must stay >= retry_initial. */
+			snprintf(text, sizeof(text),
+			    "%s = %s\nretry_max = 4294967295s\n", keys[i],
+			    good[j].text);
+			cfg = load_ok(text);
+			assert_int_equal(
+			    i == 0 ? cfg->max_queue_time : cfg->retry_initial,
+			    good[j].value);
+			config_free(cfg);
+		}
+		for (j = 0; j < sizeof(bad) / sizeof(bad[0]); j++) {
+			snprintf(why, sizeof(why),
+			    "expected a duration >= 1s (a number with unit ms, "
+			    "s, m, h or d, e.g. 30s), got '%s'",
+			    bad[j]);
+			top_kv_err(keys[i], bad[j], why);
+		}
+	}
+	/* A listener's timeout takes days too. */
+	cfg = listen_kv("command_timeout", "2d");
+	assert_int_equal(cfg->listen[0].command_timeout, 2 * 86400);
+	config_free(cfg);
+}
+
+static void
+test_retry_times(void **state)
+{
+	struct config *cfg;
+
+	cfg = load_ok("retry_initial = 5m\nretry_max = 5m\n");
+	assert_int_equal(cfg->retry_initial, 300);
+	assert_int_equal(cfg->retry_max, 300);
+	config_free(cfg);
+	cfg = load_ok("retry_max = 60s\n"); /* = the default retry_initial */
+	assert_int_equal(cfg->retry_max, 60);
+	config_free(cfg);
+	cfg = load_ok("retry_initial = 1h\n"); /* = the default retry_max */
+	assert_int_equal(cfg->retry_initial, 3600);
+	config_free(cfg);
+
+	/* The message names retry_max on its own line. */
+	load_err("retry_initial = 2m\nretry_max = 90s\n",
+	    "t.conf:2: retry_max: expected a duration >= retry_initial (2m), "
+	    "got 90s");
+	load_err("# x\nretry_max = 30s\nretry_initial = 1m\n[relay]\n",
+	    "t.conf:2: retry_max: expected a duration >= retry_initial (1m), "
+	    "got 30s");
+	load_err("retry_max = 59s\n", "t.conf:1: retry_max: expected a "
+				      "duration >= retry_initial (1m), got "
+				      "59s");
+	/* Only retry_initial set: its line, naming retry_max's default. */
+	load_err("hostname = a\nretry_initial = 2h\n\n[listen x]\n",
+	    "t.conf:2: retry_initial: expected a duration <= retry_max (1h, "
+	    "its default; set retry_max too), got 2h");
+	top_kv_err("retry_max", "0",
+	    "expected a duration >= 1s (a number with unit ms, s, m, h or d, "
+	    "e.g. 30s), got '0'");
+}
+
+/* ------------------------------------------------------------------ */
+/* [destination PATTERN]                                                */
+
+static void
+test_dest_sections(void **state)
+{
+	struct config *cfg;
+
+	/* No key: the built-in defaults. */
+	cfg = load_ok("[destination example.org]\n");
+	assert_int_equal(cfg->ndest, 1);
+	assert_dest_defaults(&cfg->dest[0], "example.org");
+	assert_dest_defaults(&cfg->dest_default, "*");
+	config_free(cfg);
+
+	/* Patterns lower-cased, file order, "*" apart. */
+	cfg = load_ok("[destination B.Example]\n[destination *.Example.COM]\n"
+		      "[ destination  * ]\nport = 2525\ntls = none\n"
+		      "[destination x-1.example]\n");
+	assert_int_equal(cfg->ndest, 3);
+	assert_string_equal(cfg->dest[0].pattern, "b.example");
+	assert_string_equal(cfg->dest[1].pattern, "*.example.com");
+	assert_string_equal(cfg->dest[2].pattern, "x-1.example");
+	assert_string_equal(cfg->dest_default.pattern, "*");
+	assert_int_equal(cfg->dest_default.port, 2525);
+	assert_int_equal(cfg->dest_default.tls, TLS_POLICY_NONE);
+	/* No inheritance from "*", before or after it. */
+	assert_dest_defaults(&cfg->dest[0], "b.example");
+	assert_dest_defaults(&cfg->dest[2], "x-1.example");
+	config_free(cfg);
+
+	/* The same domain as exact and as suffix: two sections. */
+	cfg = load_ok("[destination example.org]\n"
+		      "[destination *.example.org]\n");
+	assert_int_equal(cfg->ndest, 2);
+	config_free(cfg);
+}
+
+static void
+test_dest_sections_bad(void **state)
+{
+	static const struct {
+		const char *pattern, *reason;
+	} bad[] = {
+	    {"exa_mple.org", "only letters, digits, '-' and '.' are allowed"},
+	    {"*example.org", "only letters, digits, '-' and '.' are allowed"},
+	    {"a.*.example", "only letters, digits, '-' and '.' are allowed"},
+	    {"**", "only letters, digits, '-' and '.' are allowed"},
+	    {"*.*", "only letters, digits, '-' and '.' are allowed"},
+	    {"*.*.example", "only letters, digits, '-' and '.' are allowed"},
+	    {"a b.example", "only letters, digits, '-' and '.' are allowed"},
+	    {"*.", "empty"},
+	    {"example.org.", "trailing dot"},
+	    {"*.example.org.", "trailing dot"},
+	    {".example.org", "empty label"},
+	    {"*..example.org", "empty label"},
+	    {"a..b", "empty label"},
+	};
+	char text[256], want[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "\n[destination %s]\nport = 25\n",
+		    bad[i].pattern);
+		snprintf(want, sizeof(want),
+		    "t.conf:2: [destination %s]: bad pattern: %s (expected a "
+		    "domain, *.domain or *, e.g. example.org or "
+		    "*.example.org)",
+		    bad[i].pattern, bad[i].reason);
+		load_err(text, want);
+	}
+	load_err("[destination]\n", "t.conf:1: [destination]: a pattern is "
+				    "required, e.g. [destination example.org]");
+	load_err("[destination  ]\n", "t.conf:1: [destination]: a pattern is "
+				      "required, e.g. [destination "
+				      "example.org]");
+	/* Duplicates name both lines, whatever the case. */
+	load_err("[destination example.org]\nport = 26\n\n"
+		 "[destination Example.ORG]\n",
+	    "t.conf:4: [destination Example.ORG]: duplicate section (first at "
+	    "line 1)");
+	load_err("[destination a.example]\n[destination *.example.org]\n"
+		 "[relay]\n[destination *.EXAMPLE.org]\n",
+	    "t.conf:4: [destination *.EXAMPLE.org]: duplicate section (first "
+	    "at "
+	    "line 2)");
+	load_err("[destination *]\nport = 26\n[destination *]\n",
+	    "t.conf:3: [destination *]: duplicate section (first at line 1)");
+	/* route in "*": use smarthost. */
+	load_err("[destination *]\nport = 26\nroute = mx.example.org:25\n",
+	    "t.conf:3: [destination *] route: not allowed in [destination *] "
+	    "(set smarthost at the top, before any section, instead)");
+	load_err("[destination *]\nroute =\n",
+	    "t.conf:2: [destination *] route: not allowed in [destination *] "
+	    "(set smarthost at the top, before any section, instead)");
+	/* A bad pattern is shown escaped. */
+	load_err("[destination a\x01.example]\n",
+	    "t.conf:1: [destination a\\x01.example]: bad pattern: only "
+	    "letters, "
+	    "digits, '-' and '.' are allowed (expected a domain, *.domain or "
+	    "*, e.g. example.org or *.example.org)");
+}
+
+static void
+test_dest_route(void **state)
+{
+	static const struct {
+		const char *value, *entry, *reason;
+	} bad[] = {
+	    {"mx.example.org", "mx.example.org", "missing port"},
+	    {"mx.example.org:25, mx2.example.org", "mx2.example.org",
+		"missing port"},
+	    {"a.example:25 a.example:0", "a.example:0",
+		"bad port (expected 1 to 65535)"},
+	    {"[::1", "[::1", "missing ']'"},
+	    {"host:25x", "host:25x", "bad port (expected 1 to 65535)"},
+	    {"a.example:25;b.example:25", "a.example:25;b.example:25",
+		"too many ':' (an IPv6 address must be in brackets)"},
+	    {"a.example:25;", "a.example:25;",
+		"bad port (expected 1 to 65535)"},
+	};
+	struct config *cfg;
+	size_t i;
+
+	cfg = dest_kv("route", "mx.example.org:25, 127.0.0.1:2525 [::1]:25,"
+			       "\tMX2.Example.org:587");
+	assert_int_equal(cfg->dest[0].nroute, 4);
+	assert_string_equal(cfg->dest[0].route[0], "mx.example.org:25");
+	assert_string_equal(cfg->dest[0].route[1], "127.0.0.1:2525");
+	assert_string_equal(cfg->dest[0].route[2], "[::1]:25");
+	assert_string_equal(cfg->dest[0].route[3], "MX2.Example.org:587");
+	config_free(cfg);
+
+	/* Empty: MX lookup, as with no route. */
+	cfg = dest_kv("route", "");
+	assert_int_equal(cfg->dest[0].nroute, 0);
+	assert_null(cfg->dest[0].route);
+	config_free(cfg);
+
+	/* Continuation lines, errors on their own line. */
+	cfg = load_ok("[destination *.example.org]\nroute = a.example:25,\n"
+		      "    b.example:26 ; second\n\t[2001:db8::1]:27\n"
+		      "port = 2525\n");
+	assert_int_equal(cfg->dest[0].nroute, 3);
+	assert_string_equal(cfg->dest[0].route[2], "[2001:db8::1]:27");
+	assert_int_equal(cfg->dest[0].port, 2525);
+	config_free(cfg);
+	/* An indented "[v6]:port" continues the list; a header does not. */
+	cfg = load_ok("[destination x.example]\nroute = a.example:25\n"
+		      "  [::1]:25 [::2]:26\n  [destination y.example]\n"
+		      "route =\n\t[::3]:27 ; c\n [relay] ; c\n");
+	assert_int_equal(cfg->ndest, 2);
+	assert_int_equal(cfg->dest[0].nroute, 3);
+	assert_string_equal(cfg->dest[0].route[1], "[::1]:25");
+	assert_string_equal(cfg->dest[0].route[2], "[::2]:26");
+	assert_int_equal(cfg->dest[1].nroute, 1);
+	assert_string_equal(cfg->dest[1].route[0], "[::3]:27");
+	config_free(cfg);
+	load_err("[destination x.example]\nroute = a.example:25\n  [::1]\n",
+	    "t.conf:3: unknown section [::1] (expected [listen NAME], [relay] "
+	    "or [destination PATTERN])");
+	load_err("[destination x.example]\nport = 25\n  [::1]:25\n",
+	    "t.conf:3: syntax error: unexpected text after ']': ':25'");
+	load_err("[destination x.example]\nroute = a.example:25,\n"
+		 "  b.example\n",
+	    "t.conf:3: [destination x.example] route: bad host:port "
+	    "'b.example': missing port (expected a host name, IPv4 address or "
+	    "[IPv6 address], ':' and a port, e.g. mx.example.org:25 or "
+	    "[2001:db8::1]:25)");
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		dest_kv_err("route", bad[i].value,
+		    hostport_why(bad[i].entry, bad[i].reason));
+}
+
+static void
+test_dest_keys(void **state)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} bools[] = {
+	    {"pipelining", offsetof(struct dest_conf, pipelining)},
+	    {"chunking", offsetof(struct dest_conf, chunking)},
+	};
+	static const struct {
+		const char *key;
+		size_t off;
+		unsigned min, max; /* max 0: UINT_MAX, unbounded message */
+	} uints[] = {
+	    {"port", offsetof(struct dest_conf, port), 1, 65535},
+	    {"max_connections", offsetof(struct dest_conf, max_connections), 1,
+		1000},
+	    {"max_messages_per_connection",
+		offsetof(struct dest_conf, max_messages_per_connection), 1, 0},
+	    {"pipeline_window", offsetof(struct dest_conf, pipeline_window), 1,
+		100},
+	};
+	static const struct {
+		const char *key;
+		size_t off;
+	} secs[] = {
+	    {"max_connection_age",
+		offsetof(struct dest_conf, max_connection_age)},
+	    {"idle_timeout", offsetof(struct dest_conf, idle_timeout)},
+	    {"connect_timeout", offsetof(struct dest_conf, connect_timeout)},
+	    {"reply_timeout", offsetof(struct dest_conf, reply_timeout)},
+	    {"data_timeout", offsetof(struct dest_conf, data_timeout)},
+	};
+	static const char *const tls[] = {"none", "may", "encrypt", "verify"};
+	struct config *cfg;
+	char val[64], why[256];
+	size_t i;
+	unsigned max;
+
+#define DFIELD(cfg, off, T) (*(T *)(void *)((char *)&(cfg)->dest[0] + (off)))
+	for (i = 0; i < 4; i++) {
+		cfg = dest_kv("tls", tls[i]);
+		assert_int_equal(cfg->dest[0].tls, (int)i);
+		config_free(cfg);
+	}
+	assert_int_equal(TLS_POLICY_VERIFY, 3);
+	dest_kv_err(
+	    "tls", "yes", "expected none, may, encrypt or verify, got 'yes'");
+	dest_kv_err("tls", "Verify",
+	    "expected none, may, encrypt or verify, got 'Verify'");
+	dest_kv_err("tls", "", "expected none, may, encrypt or verify, got ''");
+
+	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		cfg = dest_kv(bools[i].key, "no");
+		assert_int_equal(DFIELD(cfg, bools[i].off, int), 0);
+		config_free(cfg);
+		cfg = dest_kv(bools[i].key, "yes");
+		assert_int_equal(DFIELD(cfg, bools[i].off, int), 1);
+		config_free(cfg);
+		dest_kv_err(
+		    bools[i].key, "maybe", "expected yes or no, got 'maybe'");
+	}
+
+	for (i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {
+		max = uints[i].max != 0 ? uints[i].max : UINT_MAX;
+		snprintf(val, sizeof(val), "%u", uints[i].min);
+		cfg = dest_kv(uints[i].key, val);
+		assert_int_equal(
+		    DFIELD(cfg, uints[i].off, unsigned), uints[i].min);
+		config_free(cfg);
+		snprintf(val, sizeof(val), "%u", max);
+		cfg = dest_kv(uints[i].key, val);
+		assert_int_equal(DFIELD(cfg, uints[i].off, unsigned), max);
+		config_free(cfg);
+
+		if (uints[i].max != 0)
+			snprintf(why, sizeof(why),
+			    "expected an integer from %u to %u, got '0'",
+			    uints[i].min, uints[i].max);
+		else
+			snprintf(why, sizeof(why),
+			    "expected an integer >= 1, got '0'");
+		dest_kv_err(uints[i].key, "0", why);
+		snprintf(val, sizeof(val), "%llu", (unsigned long long)max + 1);
+		if (uints[i].max != 0)
+			snprintf(why, sizeof(why),
+			    "expected an integer from %u to %u, got '%s'",
+			    uints[i].min, uints[i].max, val);
+		else
+			snprintf(why, sizeof(why),
+			    "expected an integer >= 1, got '%s'", val);
+		dest_kv_err(uints[i].key, val, why);
+	}
+
+	for (i = 0; i < sizeof(secs) / sizeof(secs[0]); i++) {
+		cfg = dest_kv(secs[i].key, "1");
+		assert_int_equal(DFIELD(cfg, secs[i].off, unsigned), 1);
+		config_free(cfg);
+		cfg = dest_kv(secs[i].key, "2m");
+		assert_int_equal(DFIELD(cfg, secs[i].off, unsigned), 120);
+		config_free(cfg);
+		cfg = dest_kv(secs[i].key, "1d");
+		assert_int_equal(DFIELD(cfg, secs[i].off, unsigned), 86400);
+		config_free(cfg);
+		dest_kv_err(secs[i].key, "0",
+		    "expected a duration >= 1s (a number with unit ms, s, m, h "
+		    "or d, e.g. 30s), got '0'");
+		dest_kv_err(secs[i].key, "soon",
+		    "expected a duration >= 1s (a number with unit ms, s, m, h "
+		    "or d, e.g. 30s), got 'soon'");
+		dest_kv_err(secs[i].key, "1500ms",
+		    "expected a whole number of seconds, got '1500ms'");
+	}
+#undef DFIELD
+
+	/* Every key in "*" except route. */
+	cfg = load_ok("[destination *]\ntls = verify\npipelining = no\n"
+		      "chunking = no\nport = 587\nmax_connections = 1000\n"
+		      "max_messages_per_connection = 1\n"
+		      "max_connection_age = 1h\nidle_timeout = 1s\n"
+		      "pipeline_window = 100\nconnect_timeout = 5s\n"
+		      "reply_timeout = 1m\ndata_timeout = 20m\n");
+	assert_int_equal(cfg->ndest, 0);
+	assert_int_equal(cfg->dest_default.tls, TLS_POLICY_VERIFY);
+	assert_int_equal(cfg->dest_default.pipelining, 0);
+	assert_int_equal(cfg->dest_default.chunking, 0);
+	assert_int_equal(cfg->dest_default.port, 587);
+	assert_int_equal(cfg->dest_default.max_connections, 1000);
+	assert_int_equal(cfg->dest_default.max_messages_per_connection, 1);
+	assert_int_equal(cfg->dest_default.max_connection_age, 3600);
+	assert_int_equal(cfg->dest_default.idle_timeout, 1);
+	assert_int_equal(cfg->dest_default.pipeline_window, 100);
+	assert_int_equal(cfg->dest_default.connect_timeout, 5);
+	assert_int_equal(cfg->dest_default.reply_timeout, 60);
+	assert_int_equal(cfg->dest_default.data_timeout, 1200);
+	config_free(cfg);
+
+	/* Errors in "*" are labelled like any section. */
+	load_err("[destination *]\nport = 0\n",
+	    "t.conf:2: [destination *] port: expected an integer from 1 to "
+	    "65535, got '0'");
+}
+
+/* ------------------------------------------------------------------ */
+/* config_find_dest                                                     */
+
+static void
+test_find_dest(void **state)
+{
+	static const struct {
+		const char *name;
+		int port; /* which section: its port */
+	} cases[] = {
+	    {"example.org", 1},
+	    {"EXAMPLE.Org", 1},
+	    {"example.org.", 1},
+	    {"x.example.org", 2},
+	    {"X.Example.ORG.", 2},
+	    {"b.example.org", 2},
+	    {"x.b.example.org", 3},
+	    {"y.x.b.example.org", 3},
+	    {"a.b.example.org", 4},
+	    {"A.B.EXAMPLE.ORG.", 4},
+	    {"z.a.b.example.org", 3},
+	    {"badexample.org", 2500},
+	    {"example.org.uk", 2500},
+	    {".example.org", 2500},
+	    {"org", 2500},
+	    {"other.net", 2500},
+	    {"example.org..", 2500},
+	    {"", 2500},
+	    {".", 2500},
+	};
+	/* Suffixes in either order, the exact one after a suffix. */
+	static const char *const texts[] = {
+	    "[destination *]\nport = 2500\n"
+	    "[destination example.org]\nport = 1\n"
+	    "[destination *.example.org]\nport = 2\n"
+	    "[destination *.b.example.org]\nport = 3\n"
+	    "[destination a.b.example.org]\nport = 4\n",
+	    "[destination *.B.example.org]\nport = 3\n"
+	    "[destination a.b.example.org]\nport = 4\n"
+	    "[destination *.example.org]\nport = 2\n"
+	    "[destination example.org]\nport = 1\n"
+	    "[destination *]\nport = 2500\n",
+	};
+	struct config *cfg;
+	const struct dest_conf *d;
+	size_t i, t;
+
+	for (t = 0; t < 2; t++) {
+		cfg = load_ok(texts[t]);
+		for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			d = config_find_dest(cfg, cases[i].name);
+			assert_non_null(d);
+			if (d->port != (unsigned)cases[i].port)
+				fail_msg("%s: port %u, want %d", cases[i].name,
+				    d->port, cases[i].port);
+		}
+		assert_ptr_equal(
+		    config_find_dest(cfg, "other.net"), &cfg->dest_default);
+		assert_ptr_equal(
+		    config_find_dest(cfg, NULL), &cfg->dest_default);
+		config_free(cfg);
+	}
+
+	/* Without "*": the built-in defaults. */
+	cfg = load_ok("[destination *.example.org]\nport = 2\n");
+	d = config_find_dest(cfg, "example.org");
+	assert_ptr_equal(d, &cfg->dest_default);
+	assert_dest_defaults(d, "*");
+	assert_int_equal(config_find_dest(cfg, "mx.Example.org")->port, 2);
+	config_free(cfg);
+}
+
+static void
+test_find_dest_null(void **state)
+{
+	struct config *cfg;
+	const struct dest_conf *d;
+
+	/* Never NULL; agrees with the table's defaults. */
+	d = config_find_dest(NULL, "example.org");
+	assert_non_null(d);
+	assert_dest_defaults(d, "*");
+	cfg = load_ok("");
+	assert_dest_equal(d, &cfg->dest_default);
+	assert_dest_equal(config_find_dest(NULL, NULL), &cfg->dest_default);
+	config_free(cfg);
+}
+
+/* ------------------------------------------------------------------ */
+/* config_print with delivery settings                                  */
+
+static void
+test_print_delivery(void **state)
+{
+	struct config *cfg;
+	char *text, *star, *dest;
+	char buf[1024], text2[2048], host[200];
+	size_t i;
+
+	cfg = load_ok("hostname = mx.example\n");
+	text = print_str(cfg);
+	assert_non_null(strstr(text, "\nhelo_name = mx.example\n"));
+	assert_non_null(strstr(text, "\nmax_queue_time = 5d\n"
+				     "retry_initial = 1m\nretry_max = 1h\n"));
+	assert_null(strstr(text, "smarthost"));
+	assert_null(strstr(text, "dns_resolver"));
+	/* "[destination *]" with the defaults, after [relay], no route. */
+	star = strstr(text, "\n[destination *]\n");
+	assert_non_null(star);
+	assert_true(star > strstr(text, "\n[relay]\n"));
+	assert_string_equal(star,
+	    "\n[destination *]\ntls = may\npipelining = yes\nchunking = yes\n"
+	    "port = 25\nmax_connections = 10\n"
+	    "max_messages_per_connection = 1000\nmax_connection_age = 5m\n"
+	    "idle_timeout = 10s\npipeline_window = 8\nconnect_timeout = 30s\n"
+	    "reply_timeout = 5m\ndata_timeout = 10m\n");
+	assert_non_null(strstr(text, "\n# Every [destination] section starts "
+				     "from the built-in defaults,\n"));
+	free(text);
+	config_free(cfg);
+
+	/* "*" first, then the others in file order. */
+	cfg = load_ok("[destination b.example]\nroute = mx.b.example:25\n"
+		      "[destination *]\ntls = encrypt\n"
+		      "[destination *.a.example]\n");
+	text = print_str(cfg);
+	star = strstr(text, "\n[destination *]\ntls = encrypt\n");
+	dest = strstr(text, "\n[destination b.example]\nroute = "
+			    "mx.b.example:25\ntls = may\n");
+	assert_non_null(star);
+	assert_non_null(dest);
+	assert_true(star < dest);
+	assert_true(dest < strstr(text, "\n[destination *.a.example]\n"
+					"route =\ntls = may\n"));
+	free(text);
+	assert_round_trip(cfg);
+	config_free(cfg);
+
+	/* Long lists wrap; an IPv6 entry may start a continuation line. */
+	cfg = load_ok("[destination x.example]\nroute = "
+		      "[2001:db8:1111:2222:3333:4444:5555:6666]:25, "
+		      "[2001:db8:1111:2222:3333:4444:5555:7777]:25, "
+		      "[2001:db8:1111:2222:3333:4444:5555:8888]:25\n");
+	text = print_str(cfg);
+	assert_non_null(strstr(text, ",\n\t[2001:db8:1111:2222:3333:4444:5555:"
+				     "7777]:25"));
+	free(text);
+	assert_round_trip(cfg);
+	config_free(cfg);
+
+	/* A domain as long as a line may be: printed alone on its line. */
+	memset(buf, 0, sizeof(buf));
+	for (i = 0; i < 197; i++)
+		buf[i] = i % 64 == 63 ? '.' : 'a';
+	snprintf(buf + 197, sizeof(buf) - 197, "\n  y.example\n");
+	snprintf(text2, sizeof(text2),
+	    "[relay]\nlocal_domains = x.example\n  %s", buf);
+	cfg = load_ok(text2);
+	assert_int_equal(cfg->nlocal_domains, 3);
+	assert_int_equal(strlen(cfg->local_domains[1]), 197);
+	text = print_str(cfg);
+	buf[197] = '\0';
+	snprintf(text2, sizeof(text2),
+	    "\nlocal_domains = x.example,\n\t%s\n\ty.example\n", buf);
+	assert_non_null(strstr(text, text2));
+	free(text);
+	assert_round_trip(cfg);
+	config_free(cfg);
+
+	/* A host name too long to follow "route =" goes on the next line. */
+	memset(host, 'a', 60);
+	memcpy(host + 60, ".", 1);
+	memset(host + 61, 'b', 60);
+	memcpy(host + 121, ".example:25", 12);
+	snprintf(buf, sizeof(buf),
+	    "[destination x.example]\nroute = %s\n  %s\n", host, host);
+	cfg = load_ok(buf);
+	assert_int_equal(cfg->dest[0].nroute, 2);
+	text = print_str(cfg);
+	snprintf(buf, sizeof(buf), "\nroute =\n\t%s\n\t%s\n", host, host);
+	assert_non_null(strstr(text, buf));
+	free(text);
 	assert_round_trip(cfg);
 	config_free(cfg);
 }
@@ -1403,6 +2316,18 @@ main(void)
 	    cmocka_unit_test(test_print_defaults),
 	    cmocka_unit_test(test_print_round_trip),
 	    cmocka_unit_test(test_parse_hostport),
+	    cmocka_unit_test(test_delivery_top_keys),
+	    cmocka_unit_test(test_smarthost),
+	    cmocka_unit_test(test_dns_resolver),
+	    cmocka_unit_test(test_durations_days),
+	    cmocka_unit_test(test_retry_times),
+	    cmocka_unit_test(test_dest_sections),
+	    cmocka_unit_test(test_dest_sections_bad),
+	    cmocka_unit_test(test_dest_route),
+	    cmocka_unit_test(test_dest_keys),
+	    cmocka_unit_test(test_find_dest),
+	    cmocka_unit_test(test_find_dest_null),
+	    cmocka_unit_test(test_print_delivery),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -307,7 +307,8 @@ test_reply_empty(void **state)
 
 	assert_int_equal(smtp_reply_parse(NULL, 0, &r, &consumed), MORE);
 	check_cleared(0, &r, consumed);
-	assert_int_equal(smtp_reply_parse("250 ok\r\n", 0, &r, &consumed), MORE);
+	assert_int_equal(smtp_reply_parse("250 ok\r\n", 0, &r, &consumed),
+	    MORE);
 	check_cleared(0, &r, consumed);
 }
 
@@ -592,13 +593,15 @@ test_ehlo_table(void **state)
 		  EHLO_LIMITS, 0, 0, 5, 0 },
 		{ S("250-h\r\n250 LIMITS RCPTMAX=4294967296 MAILMAX=x\r\n"),
 		  EHLO_LIMITS, 0, 0, 0, 0 },
-		{ S("250-h\r\n250 LIMITS RCPTMAX= MAILMAX=-1 RCPTDOMAINMAX=+3\r\n"),
+		{ S("250-h\r\n250 LIMITS RCPTMAX= MAILMAX=-1 "
+		    "RCPTDOMAINMAX=+3\r\n"),
 		  EHLO_LIMITS, 0, 0, 0, 0 },
 		{ S("250-h\r\n250 LIMITS RCPTMAX=99999999999999999999999\r\n"),
 		  EHLO_LIMITS, 0, 0, 0, 0 },
 		{ S("250-h\r\n250 LIMITS RCPTMAX 10 =10 RCPTMAX==10\r\n"),
 		  EHLO_LIMITS, 0, 0, 0, 0 },
-		{ S("250-h\r\n250 LIMITS FOO=1 RCPTMAXX=2 RCPTMA=3 MAILMAX=4\r\n"),
+		{ S("250-h\r\n250 LIMITS FOO=1 RCPTMAXX=2 RCPTMA=3 "
+		    "MAILMAX=4\r\n"),
 		  EHLO_LIMITS, 0, 0, 4, 0 },
 		{ S("250-h\r\n250 LIMITS RCPTMAX=12x MAILMAX=0x10\r\n"),
 		  EHLO_LIMITS, 0, 0, 0, 0 },
@@ -623,19 +626,21 @@ test_ehlo_table(void **state)
 		/* Keywords: case-insensitive, exact, args ignored. */
 		{ S("250-h\r\n250-pipelining\r\n250 Chunking\r\n"),
 		  EHLO_PIPELINING | EHLO_CHUNKING, 0, 0, 0, 0 },
-		{ S("250-h\r\n250-PIPELININGX\r\n250-PIPE\r\n250 XCHUNKING\r\n"),
+		{ S("250-h\r\n250-PIPELININGX\r\n250-PIPE\r\n"
+		    "250 XCHUNKING\r\n"),
 		  0, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-8BITMIME foo\r\n250-DSN\r\n250 STARTTLS\r\n"),
 		  EHLO_8BITMIME | EHLO_DSN | EHLO_STARTTLS, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-AUTH\r\n"), EHLO_AUTH, 0, 0, 0, 0 },
-		{ S("250-h\r\n250-AUTH=LOGIN PLAIN\r\n"), EHLO_AUTH, 0, 0, 0, 0 },
+		{ S("250-h\r\n250-AUTH=LOGIN PLAIN\r\n"), EHLO_AUTH, 0, 0, 0,
+		  0 },
 		{ S("250-h\r\n250-AUTH=\r\n"), 0, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-AUTHX\r\n"), 0, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-BINARYMIME\r\n250 SMTPUTF8\r\n"),
 		  EHLO_BINARYMIME | EHLO_SMTPUTF8, 0, 0, 0, 0 },
 		/* The greeting line is skipped, whatever it holds. */
-		{ S("250-PIPELINING\r\n250 CHUNKING\r\n"), EHLO_CHUNKING, 0, 0, 0,
-		  0 },
+		{ S("250-PIPELINING\r\n250 CHUNKING\r\n"), EHLO_CHUNKING, 0,
+		  0, 0, 0 },
 		{ S("250 PIPELINING\r\n"), 0, 0, 0, 0, 0 },
 		{ S("250 mx.example.org\r\n"), 0, 0, 0, 0, 0 },
 		/* Bare LF, no final line end, leading blanks. */
@@ -643,7 +648,8 @@ test_ehlo_table(void **state)
 		  EHLO_PIPELINING | EHLO_DSN, 0, 0, 0, 0 },
 		{ S("250-h\r\n250  DSN\r\n"), EHLO_DSN, 0, 0, 0, 0 },
 		/* Lines that are not "DDD-" or "DDD " are skipped. */
-		{ S("250-h\r\nPIPELINING\r\n250DSN\r\n25 SIZE 1\r\n250 CHUNKING"),
+		{ S("250-h\r\nPIPELINING\r\n250DSN\r\n25 SIZE 1\r\n"
+		    "250 CHUNKING"),
 		  EHLO_CHUNKING, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-\r\n250\r\n250 \r\n"), 0, 0, 0, 0, 0 },
 		{ S("250-h\r\n250-PIPE\0LINING\r\n250 DSN\r\n"), EHLO_DSN, 0, 0,

@@ -1,0 +1,1067 @@
+/*
+ * queue.c - the in-memory queue, routing, retries, journal and bounces.
+ * See queue.h for the objects and their ownership, and
+ * docs/internals/DELIVERY.md for the scheduling rules.
+ *
+ * Life of a recipient:
+ *
+ *   PENDING --(delivery READY on its destination)--> taken by a connection
+ *      |            ^                                   |
+ *      |            +--- OUT_REQUEUE (no verdict) ------+
+ *      |            +--- OUT_DEFER: DEFERRED until next_try (backoff) --+
+ *      |                                                |
+ *      +--> DELIVERED (2xx)  --journal "D"-->           |
+ *      +--> FAILED (5xx, expiry, DNS says never) --journal "F"-->
+ *
+ * When every recipient of a message is final and every journal line is
+ * durable, the message is finalized: a bounce (RFC 3464) to the sender if
+ * any recipient failed and the sender is not <>, then the spool files are
+ * removed.
+ *
+ * Routing (router_*): the recipient domain's [destination] section decides:
+ * a static route, else the smarthost, else MX lookup of the domain. An
+ * address literal user@[192.0.2.1] goes to that address.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "bounce.h"
+#include "log.h"
+#include "queue.h"
+#include "queue_list.h"
+#include "smtp_client.h"
+#include "spool.h"
+#include "util.h"
+
+#define MSG_HASH 4096
+#define HOPS_TTL_MS (300 * 1000)
+#define TICK_MS 500
+#define REQUEUE_MAX 5
+
+struct queue {
+	struct event_base *base;
+	const struct config *cfg;
+	struct spool *sp;
+	struct dns *dns;
+	struct qmsg *msgs;              /* all messages */
+	struct qmsg *hash[MSG_HASH];    /* by id (chained through hnext) */
+	struct dest *dests;
+	unsigned nmsgs;
+	uint64_t next_token;
+	struct event *ev_tick;
+	int stopping;
+};
+
+/* Per-message extras not in queue.h. */
+struct qmsg_x {
+	struct qmsg m;
+	struct qmsg_x *hnext;
+	uint64_t serial;
+};
+
+struct delivery_x {
+	struct delivery d;
+	uint8_t *verdict;   /* per ridx: 0 none yet, 1 defer, 2 requeue */
+};
+
+static void dest_kick(struct queue *q, struct dest *d);
+static void msg_maybe_finalize(struct queue *q, struct qmsg *m);
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static unsigned
+hash_str(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static struct qmsg *
+msg_find(struct queue *q, const char *id)
+{
+	struct qmsg_x *x = (struct qmsg_x *)q->hash[hash_str(id) % MSG_HASH];
+
+	for (; x; x = x->hnext)
+		if (strcmp(x->m.env.id, id) == 0)
+			return &x->m;
+	return NULL;
+}
+
+static uint64_t
+backoff_ms(const struct queue *q, unsigned attempts)
+{
+	uint64_t ms = (uint64_t)q->cfg->retry_initial * 1000;
+	uint64_t max = (uint64_t)q->cfg->retry_max * 1000;
+
+	while (attempts > 1 && ms < max) {
+		ms *= 2;
+		attempts--;
+	}
+	return ms < max ? ms : max;
+}
+
+static const char *
+rcpt_domain(const struct queue *q, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	return at ? at + 1 : q->cfg->hostname;
+}
+
+static void
+list_append(struct delivery **head, struct delivery **tail, struct delivery *d)
+{
+	d->next = NULL;
+	d->prev = *tail;
+	if (*tail)
+		(*tail)->next = d;
+	else
+		*head = d;
+	*tail = d;
+}
+
+static void
+list_remove(struct delivery **head, struct delivery **tail, struct delivery *d)
+{
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		*head = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	else if (tail)
+		*tail = d->prev;
+	d->next = d->prev = NULL;
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+static struct dest *
+dest_get(struct queue *q, const char *domain)
+{
+	const struct config *cfg = q->cfg;
+	const struct dest_conf *dc = config_find_dest(cfg, domain);
+	char key[600];
+	struct dest *d;
+	enum route_kind kind = ROUTE_MX;
+	char **hosts = NULL;
+	size_t nhosts = 0;
+
+	if (dc->nroute > 0) {
+		snprintf(key, sizeof(key), "route:%s", dc->pattern);
+		kind = ROUTE_STATIC;
+		hosts = dc->route;
+		nhosts = dc->nroute;
+	} else if (cfg->smarthost) {
+		snprintf(key, sizeof(key), "smarthost:%s", cfg->smarthost);
+		kind = ROUTE_STATIC;
+		hosts = (char **)&cfg->smarthost;
+		nhosts = 1;
+	} else if (domain[0] == '[') {
+		snprintf(key, sizeof(key), "literal:%s", domain);
+		kind = ROUTE_STATIC;
+	} else {
+		size_t i, n = strlen(domain);
+		snprintf(key, sizeof(key), "mx:");
+		for (i = 0; i < n && i + 4 < sizeof(key); i++)
+			key[3 + i] = (char)((domain[i] >= 'A' && domain[i] <= 'Z')
+			    ? domain[i] + 32 : domain[i]);
+		key[3 + i] = '\0';
+	}
+	for (d = q->dests; d; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return NULL;
+	d->key = strdup(key);
+	d->domain = strdup(domain);
+	if (d->key == NULL || d->domain == NULL) {
+		free(d->key);
+		free(d->domain);
+		free(d);
+		return NULL;
+	}
+	d->kind = kind;
+	d->conf = dc;
+	d->hosts = hosts;
+	d->nhosts = nhosts;
+	d->token = ++q->next_token;
+	d->next = q->dests;
+	q->dests = d;
+	return d;
+}
+
+/* Split "host:port" / "[v6]:port" into host and port. */
+static int
+split_hostport(const char *s, char *host, size_t hlen, unsigned *port)
+{
+	const char *colon;
+	size_t n;
+	uint64_t p;
+
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb == NULL || rb[1] != ':')
+			return -1;
+		n = (size_t)(rb - s - 1);
+		if (n >= hlen)
+			return -1;
+		memcpy(host, s + 1, n);
+		host[n] = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -1;
+		n = (size_t)(colon - s);
+		if (n >= hlen)
+			return -1;
+		memcpy(host, s, n);
+		host[n] = '\0';
+	}
+	if (util_parse_u64(colon + 1, strlen(colon + 1), &p) == -1 || p == 0 ||
+	    p > 65535)
+		return -1;
+	*port = (unsigned)p;
+	return 0;
+}
+
+/* A numeric host fills h directly. Returns 0, or -1 if host is a name. */
+static int
+host_literal(const char *host, unsigned port, struct dns_host *h)
+{
+	struct sockaddr_in s4;
+	struct sockaddr_in6 s6;
+	char tmp[DNS_NAME_MAX + 1];
+	size_t n = strlen(host);
+
+	/* "[1.2.3.4]" and "[IPv6:...]" address literals */
+	if (host[0] == '[' && n > 2 && host[n - 1] == ']') {
+		const char *in = host + 1;
+		size_t len = n - 2;
+		if (len > 5 && strncasecmp(in, "IPv6:", 5) == 0) {
+			in += 5;
+			len -= 5;
+		}
+		if (len >= sizeof(tmp))
+			return -1;
+		memcpy(tmp, in, len);
+		tmp[len] = '\0';
+		host = tmp;
+	}
+	memset(h, 0, sizeof(*h));
+	snprintf(h->name, sizeof(h->name), "%s", host);
+	memset(&s4, 0, sizeof(s4));
+	memset(&s6, 0, sizeof(s6));
+	if (inet_pton(AF_INET, host, &s4.sin_addr) == 1) {
+		s4.sin_family = AF_INET;
+		s4.sin_port = htons((uint16_t)port);
+		memcpy(&h->addr[0], &s4, sizeof(s4));
+		h->addrlen[0] = sizeof(s4);
+		h->naddr = 1;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6.sin6_addr) == 1) {
+		s6.sin6_family = AF_INET6;
+		s6.sin6_port = htons((uint16_t)port);
+		memcpy(&h->addr[0], &s6, sizeof(s6));
+		h->addrlen[0] = sizeof(s6);
+		h->naddr = 1;
+		return 0;
+	}
+	return -1;
+}
+
+/* ---- failing and deferring whole destinations --------------------------- */
+
+static void
+journal_done(uint64_t token, const char *id, int err, void *arg)
+{
+	struct queue *q = arg;
+	struct qmsg *m = msg_find(q, id);
+
+	if (err)
+		log_info("%s journal write failed: %s", id, strerror(err));
+	if (m == NULL)
+		return;
+	m->journal_pending--;
+	msg_maybe_finalize(q, m);
+}
+
+static void
+journal(struct queue *q, struct qmsg *m, char kind, size_t r, const char *why)
+{
+	char line[1024];
+
+	snprintf(line, sizeof(line), "%c %zu %llu%s%s\n", kind, r,
+	    (unsigned long long)util_now_ms(), why ? " " : "", why ? why : "");
+	for (char *p = line; *p && p[1]; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	if (spool_journal(q->sp, m->env.id, line, journal_done, q, 0) == 0)
+		m->journal_pending++;
+	else
+		log_info("%s cannot queue journal write", m->env.id);
+}
+
+static void
+rcpt_final(struct queue *q, struct qmsg *m, size_t r, int delivered,
+           const char *why)
+{
+	if (m->rstate[r] != RCPT_PENDING)
+		return;
+	m->rstate[r] = delivered ? RCPT_DELIVERED : RCPT_FAILED;
+	m->npending--;
+	if (!delivered) {
+		free(m->rerr[r]);
+		m->rerr[r] = strdup(why ? why : "failed");
+	}
+	journal(q, m, delivered ? 'D' : 'F', r, delivered ? NULL : why);
+}
+
+static void
+delivery_free(struct queue *q, struct delivery *dlv)
+{
+	struct qmsg *m = dlv->msg;
+
+	free(((struct delivery_x *)dlv)->verdict);
+	free(dlv->ridx);
+	free(dlv);
+	m->ndeliveries--;
+	msg_maybe_finalize(q, m);
+}
+
+/* Fail every recipient of a delivery (permanent routing failure). */
+static void
+delivery_fail(struct queue *q, struct delivery *dlv, const char *why)
+{
+	for (size_t i = 0; i < dlv->nr; i++) {
+		log_info("%s ** %s: %s", dlv->msg->env.id,
+		    dlv->msg->env.rcpt[dlv->ridx[i]], why);
+		rcpt_final(q, dlv->msg, dlv->ridx[i], 0, why);
+	}
+	delivery_free(q, dlv);
+}
+
+/* Defer a delivery (not in any list) until next_try, or expire it. */
+static void
+delivery_defer(struct queue *q, struct delivery *dlv, const char *why,
+               uint64_t next_try)
+{
+	struct qmsg *m = dlv->msg;
+	struct dest *d = dlv->dest;
+	uint64_t now = util_now_ms();
+
+	for (size_t i = 0; i < dlv->nr; i++) {
+		size_t r = dlv->ridx[i];
+		if (why) {
+			free(m->rerr[r]);
+			m->rerr[r] = strdup(why);
+		}
+	}
+	if (now > m->env.time_ms &&
+	    now - m->env.time_ms >= (uint64_t)q->cfg->max_queue_time * 1000) {
+		char reason[700];
+		snprintf(reason, sizeof(reason), "retry timeout exceeded; last "
+		    "error: %s", why ? why : (m->rerr[dlv->ridx[0]]
+		    ? m->rerr[dlv->ridx[0]] : "none"));
+		delivery_fail(q, dlv, reason);
+		return;
+	}
+	dlv->state = DLV_DEFERRED;
+	dlv->next_try = next_try;
+	for (size_t i = 0; i < dlv->nr; i++)
+		m->rnext[dlv->ridx[i]] = next_try;
+	dlv->next = d->deferred;
+	dlv->prev = NULL;
+	if (d->deferred)
+		d->deferred->prev = dlv;
+	d->deferred = dlv;
+	d->ndeferred++;
+}
+
+/* Every ready delivery of d: defer (temporary) or fail (permanent). */
+static void
+dest_fail_ready(struct queue *q, struct dest *d, int permanent,
+                const char *why)
+{
+	uint64_t until = d->backoff_until;
+
+	while (d->ready) {
+		struct delivery *dlv = d->ready;
+		list_remove(&d->ready, &d->ready_tail, dlv);
+		d->nready--;
+		if (permanent) {
+			delivery_fail(q, dlv, why);
+		} else {
+			dlv->attempts++;
+			for (size_t i = 0; i < dlv->nr; i++)
+				log_info("%s == %s R=%s: %s; retry in %llus",
+				    dlv->msg->env.id,
+				    dlv->msg->env.rcpt[dlv->ridx[i]], d->key, why,
+				    (unsigned long long)((until - util_now_ms()) /
+				    1000));
+			delivery_defer(q, dlv, why, until);
+		}
+	}
+}
+
+static void
+dest_backoff(struct queue *q, struct dest *d, const char *why)
+{
+	d->failures++;
+	d->backoff_until = util_now_ms() + backoff_ms(q, d->failures);
+	free(d->last_error);
+	d->last_error = strdup(why ? why : "connection failed");
+	dest_fail_ready(q, d, 0, why ? why : "connection failed");
+}
+
+/* ---- DNS ---------------------------------------------------------------- */
+
+static struct dest *
+dest_by_token(struct queue *q, uint64_t token)
+{
+	for (struct dest *d = q->dests; d; d = d->next)
+		if (d->token == token)
+			return d;
+	return NULL;
+}
+
+static void
+dest_resolved(uint64_t token, const struct dns_result *res, void *arg)
+{
+	struct queue *q = arg;
+	struct dest *d = dest_by_token(q, token);
+
+	if (d == NULL || q->stopping)
+		return;
+	d->resolving = 0;
+	if (res->status != DNS_OK) {
+		char why[400];
+		snprintf(why, sizeof(why), "%s %s", res->temporary ?
+		    "451 4.4.3" : "550 5.1.2", res->why);
+		log_info("R=%s DNS lookup failed: %s", d->key, res->why);
+		if (res->temporary)
+			dest_backoff(q, d, why);
+		else
+			dest_fail_ready(q, d, 1, why);
+		return;
+	}
+	if (d->hops == NULL && (d->hops = malloc(sizeof(*d->hops))) == NULL)
+		return;
+	*d->hops = *res;
+	d->hops_expire = util_now_ms() + HOPS_TTL_MS;
+	dest_kick(q, d);
+}
+
+/*
+ * Make d->hops valid. Returns 1 if they are, 0 if a lookup is running
+ * (dest_resolved kicks the destination again).
+ */
+static int
+dest_hops(struct queue *q, struct dest *d)
+{
+	if (d->hops && util_now_ms() < d->hops_expire)
+		return 1;
+	if (d->resolving)
+		return 0;
+	if (d->kind == ROUTE_STATIC) {
+		struct dns_result res;
+		char host[DNS_NAME_MAX + 1];
+		unsigned port;
+
+		memset(&res, 0, sizeof(res));
+		if (d->nhosts == 0) { /* address literal domain */
+			if (host_literal(d->domain, d->conf->port, &res.hosts[0]) == 0)
+				res.nhosts = 1;
+		}
+		for (size_t i = 0; i < d->nhosts && res.nhosts < DNS_MAX_HOSTS;
+		    i++) {
+			if (split_hostport(d->hosts[i], host, sizeof(host),
+			    &port) == -1)
+				continue;
+			if (host_literal(host, port, &res.hosts[res.nhosts]) == 0) {
+				res.nhosts++;
+				continue;
+			}
+			/* A name: resolve it (first named entry decides). */
+			if (res.nhosts == 0 && q->dns) {
+				d->resolving = 1;
+				if (dns_resolve_host(q->dns, host, (uint16_t)port,
+				    d->token, dest_resolved, q) == 0)
+					return 0;
+				d->resolving = 0;
+			}
+		}
+		if (res.nhosts == 0) {
+			dest_fail_ready(q, d, 1, "550 5.4.4 no usable address in "
+			    "the route");
+			return 0;
+		}
+		if (d->hops == NULL &&
+		    (d->hops = malloc(sizeof(*d->hops))) == NULL)
+			return 0;
+		*d->hops = res;
+		d->hops_expire = UINT64_MAX;
+		return 1;
+	}
+	if (q->dns == NULL) {
+		dest_backoff(q, d, "451 4.4.3 no DNS resolver");
+		return 0;
+	}
+	d->resolving = 1;
+	if (dns_resolve_mx(q->dns, d->domain, (uint16_t)d->conf->port, d->token,
+	    dest_resolved, q) == -1) {
+		d->resolving = 0;
+		dest_backoff(q, d, "451 4.4.3 DNS lookup could not start");
+	}
+	return 0;
+}
+
+/* ---- scheduling --------------------------------------------------------- */
+
+static void
+dest_kick(struct queue *q, struct dest *d)
+{
+	uint64_t now = util_now_ms();
+	struct mta_conn *c;
+
+	if (q->stopping || d->nready == 0 || q->cfg->queue_only)
+		return;
+	for (c = d->conns; c && d->nready > 0; c = mta_conn_next(c))
+		mta_conn_kick(c);
+	if (d->nready == 0 || now < d->backoff_until)
+		return;
+	if (d->connecting > 0 || d->nconns >= d->conf->max_connections)
+		return;
+	for (c = d->conns; c; c = mta_conn_next(c))
+		if (mta_conn_has_room(c))
+			return;
+	if (!dest_hops(q, d))
+		return;
+	mta_conn_new(q->base, q, d, d->hops);
+}
+
+struct delivery *
+queue_take(struct dest *d)
+{
+	struct delivery *dlv;
+
+	for (dlv = d->ready; dlv; dlv = dlv->next)
+		if (!dlv->msg->hold)
+			break;
+	if (dlv == NULL)
+		return NULL;
+	list_remove(&d->ready, &d->ready_tail, dlv);
+	d->nready--;
+	dlv->state = DLV_INFLIGHT;
+	return dlv;
+}
+
+static void
+dest_ready(struct dest *d, struct delivery *dlv, int front)
+{
+	dlv->state = DLV_READY;
+	if (front && d->ready) {
+		dlv->prev = NULL;
+		dlv->next = d->ready;
+		d->ready->prev = dlv;
+		d->ready = dlv;
+	} else {
+		list_append(&d->ready, &d->ready_tail, dlv);
+	}
+	d->nready++;
+}
+
+static struct delivery *
+delivery_new(struct qmsg *m, struct dest *d, size_t *ridx, size_t nr)
+{
+	struct delivery_x *x = calloc(1, sizeof(*x));
+
+	if (x == NULL)
+		return NULL;
+	x->d.msg = m;
+	x->d.dest = d;
+	x->d.ridx = ridx;
+	x->d.nr = nr;
+	x->verdict = calloc(nr ? nr : 1, 1);
+	if (x->verdict == NULL) {
+		free(x);
+		return NULL;
+	}
+	m->ndeliveries++;
+	return &x->d;
+}
+
+/* Group the message's pending recipients by destination: deliveries. */
+static void
+msg_route(struct queue *q, struct qmsg *m)
+{
+	size_t n = m->env.nrcpt;
+	uint8_t *done = calloc(n ? n : 1, 1);
+
+	if (done == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct dest *d;
+		size_t *ridx, nr = 0;
+
+		if (done[i] || m->rstate[i] != RCPT_PENDING)
+			continue;
+		d = dest_get(q, rcpt_domain(q, m->env.rcpt[i]));
+		if (d == NULL || (ridx = calloc(n, sizeof(*ridx))) == NULL)
+			break;
+		for (size_t j = i; j < n; j++) {
+			if (done[j] || m->rstate[j] != RCPT_PENDING)
+				continue;
+			if (dest_get(q, rcpt_domain(q, m->env.rcpt[j])) != d)
+				continue;
+			done[j] = 1;
+			ridx[nr++] = j;
+		}
+		struct delivery *dlv = delivery_new(m, d, ridx, nr);
+		if (dlv == NULL) {
+			free(ridx);
+			break;
+		}
+		dest_ready(d, dlv, 0);
+		dest_kick(q, d);
+	}
+	free(done);
+}
+
+void
+queue_rcpt_result(struct queue *q, struct delivery *dlv, size_t i,
+                  enum rcpt_outcome out, const char *reply,
+                  const char *loginfo, uint64_t dt_ms)
+{
+	struct qmsg *m = dlv->msg;
+	struct delivery_x *x = (struct delivery_x *)dlv;
+	size_t r = dlv->ridx[i];
+	uint64_t qt = util_now_ms() - m->env.time_ms;
+
+	switch (out) {
+	case OUT_DELIVERED:
+		log_info("%s => %s %s C=\"%s\" QT=%llums DT=%llums", m->env.id,
+		    m->env.rcpt[r], loginfo, reply ? reply : "",
+		    (unsigned long long)qt, (unsigned long long)dt_ms);
+		rcpt_final(q, m, r, 1, NULL);
+		break;
+	case OUT_FAIL:
+		log_info("%s ** %s %s: %s", m->env.id, m->env.rcpt[r], loginfo,
+		    reply ? reply : "failed");
+		rcpt_final(q, m, r, 0, reply);
+		break;
+	case OUT_DEFER:
+		log_info("%s == %s %s: %s; retry in %llus", m->env.id,
+		    m->env.rcpt[r], loginfo, reply ? reply : "deferred",
+		    (unsigned long long)(backoff_ms(q, dlv->attempts + 1) / 1000));
+		free(m->rerr[r]);
+		m->rerr[r] = strdup(reply ? reply : "deferred");
+		x->verdict[i] = 1;
+		break;
+	case OUT_REQUEUE:
+		x->verdict[i] = 2;
+		break;
+	}
+}
+
+void
+queue_delivery_done(struct queue *q, struct delivery *dlv)
+{
+	struct delivery_x *x = (struct delivery_x *)dlv;
+	struct qmsg *m = dlv->msg;
+	struct dest *d = dlv->dest;
+	size_t *defer = NULL, *requeue = NULL, nd = 0, nq = 0;
+
+	if (dlv->nr > 0) {
+		defer = calloc(dlv->nr, sizeof(*defer));
+		requeue = calloc(dlv->nr, sizeof(*requeue));
+	}
+	for (size_t i = 0; i < dlv->nr; i++) {
+		size_t r = dlv->ridx[i];
+		if (m->rstate[r] != RCPT_PENDING)
+			continue;
+		if (x->verdict[i] == 1 || defer == NULL ||
+		    dlv->attempts >= REQUEUE_MAX)
+			defer ? (void)(defer[nd++] = r) : (void)0;
+		else
+			requeue[nq++] = r;
+	}
+	if (nq > 0) {
+		struct delivery *n = delivery_new(m, d, requeue, nq);
+		if (n) {
+			n->attempts = dlv->attempts + 1;
+			requeue = NULL;
+			dest_ready(d, n, 1);
+		}
+	}
+	if (nd > 0) {
+		struct delivery *n = delivery_new(m, d, defer, nd);
+		if (n) {
+			n->attempts = dlv->attempts + 1;
+			defer = NULL;
+			delivery_defer(q, n, NULL, util_now_ms() +
+			    backoff_ms(q, n->attempts));
+		}
+	}
+	free(defer);
+	free(requeue);
+	delivery_free(q, dlv);
+	dest_kick(q, d);
+}
+
+void
+queue_conn_ok(struct queue *q, struct dest *d)
+{
+	d->failures = 0;
+	d->backoff_until = 0;
+}
+
+void
+queue_conn_closed(struct queue *q, struct dest *d, struct mta_conn *c,
+                  int failed, const char *reason)
+{
+	if (q->stopping)
+		return;
+	if (failed) {
+		log_info("R=%s connection failed: %s", d->key,
+		    reason ? reason : "unknown");
+		if (d->nconns == 0 && d->connecting == 0)
+			dest_backoff(q, d, reason);
+	}
+	dest_kick(q, d);
+}
+
+/* Timer: deferred deliveries whose time has come go back to ready. */
+static void
+queue_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	uint64_t now = util_now_ms();
+
+	for (struct dest *d = q->dests; d; d = d->next) {
+		struct delivery *dlv = d->deferred, *next;
+		for (; dlv; dlv = next) {
+			next = dlv->next;
+			if (dlv->next_try > now || dlv->msg->hold)
+				continue;
+			if (dlv->prev)
+				dlv->prev->next = dlv->next;
+			else
+				d->deferred = dlv->next;
+			if (dlv->next)
+				dlv->next->prev = dlv->prev;
+			d->ndeferred--;
+			dest_ready(d, dlv, 0);
+		}
+		if (d->nready > 0 && now >= d->backoff_until)
+			dest_kick(q, d);
+	}
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void
+msg_free(struct queue *q, struct qmsg *m)
+{
+	struct qmsg_x *x = (struct qmsg_x *)m, **pp;
+
+	pp = (struct qmsg_x **)&q->hash[hash_str(m->env.id) % MSG_HASH];
+	for (; *pp; pp = &(*pp)->hnext)
+		if (*pp == x) {
+			*pp = x->hnext;
+			break;
+		}
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		q->msgs = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	for (size_t i = 0; i < m->env.nrcpt; i++)
+		free(m->rerr[i]);
+	free(m->rerr);
+	free(m->rstate);
+	free(m->rnext);
+	spool_env_free(&m->env);
+	free(x);
+	q->nmsgs--;
+}
+
+static void
+remove_done(uint64_t token, const char *id, int err, void *arg)
+{
+	if (err)
+		log_info("%s removing spool files: %s", id, strerror(err));
+}
+
+static struct qmsg *
+msg_by_serial(struct queue *q, uint64_t serial)
+{
+	for (struct qmsg *m = q->msgs; m; m = m->next)
+		if (((struct qmsg_x *)m)->serial == serial)
+			return m;
+	return NULL;
+}
+
+static void
+msg_complete(struct queue *q, struct qmsg *m)
+{
+	log_info("%s Completed", m->env.id);
+	spool_remove(q->sp, m->env.id, remove_done, q, 0);
+	msg_free(q, m);
+}
+
+static void
+bounce_done(uint64_t token, const char *id, int err, void *arg)
+{
+	struct queue *q = arg;
+	struct qmsg *m = msg_by_serial(q, token);
+
+	if (err) {
+		log_info("bounce %s could not be spooled: %s", id, strerror(err));
+		if (m)
+			m->finalizing = 0; /* try again at the next start */
+		return;
+	}
+	if (m)
+		log_info("%s <= <> R=%s bounce for %s", id, m->env.id,
+		    m->env.sender);
+	queue_inject(q, id);
+	if (m)
+		msg_complete(q, m);
+}
+
+static void
+msg_maybe_finalize(struct queue *q, struct qmsg *m)
+{
+	size_t nfail = 0;
+
+	if (m->npending > 0 || m->journal_pending > 0 || m->ndeliveries > 0 ||
+	    m->finalizing || q->stopping)
+		return;
+	m->finalizing = 1;
+	for (size_t i = 0; i < m->env.nrcpt; i++)
+		if (m->rstate[i] == RCPT_FAILED)
+			nfail++;
+	if (nfail > 0 && m->env.sender[0] != '\0') {
+		if (bounce_send(q->sp, q->cfg, m, bounce_done, q,
+		    ((struct qmsg_x *)m)->serial) == 0)
+			return;
+		log_info("%s bounce could not be generated", m->env.id);
+	} else if (nfail > 0) {
+		log_info("%s bounce not sent: null sender", m->env.id);
+	}
+	msg_complete(q, m);
+}
+
+/* Apply the journal journal/<id> to m. */
+static void
+msg_read_journal(struct queue *q, struct qmsg *m)
+{
+	char path[PATH_MAX], line[1200];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/journal/%s", q->cfg->spool_dir,
+	    m->env.id);
+	if ((fp = fopen(path, "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), fp)) {
+		char kind, *end, *why;
+		unsigned long long r;
+
+		kind = line[0];
+		if ((kind != 'D' && kind != 'F') || line[1] != ' ')
+			continue;
+		errno = 0;
+		r = strtoull(line + 2, &end, 10);
+		if (errno || end == line + 2 || r >= m->env.nrcpt)
+			continue;
+		if (m->rstate[r] != RCPT_PENDING)
+			continue;
+		m->rstate[r] = kind == 'D' ? RCPT_DELIVERED : RCPT_FAILED;
+		m->npending--;
+		if (kind == 'F') {
+			why = strchr(end + 1, ' ');
+			free(m->rerr[r]);
+			m->rerr[r] = strdup(why ? why + 1 : "failed");
+			if (m->rerr[r])
+				m->rerr[r][strcspn(m->rerr[r], "\n")] = '\0';
+		}
+	}
+	fclose(fp);
+}
+
+static struct qmsg *
+msg_load(struct queue *q, const char *id)
+{
+	struct qmsg_x *x;
+	struct qmsg *m;
+	char err[512];
+	unsigned h;
+
+	if (msg_find(q, id))
+		return NULL; /* already known */
+	if ((x = calloc(1, sizeof(*x))) == NULL)
+		return NULL;
+	m = &x->m;
+	if (queue_read_envelope(q->cfg->spool_dir, id, &m->env, NULL, err,
+	    sizeof(err)) == -1) {
+		log_info("%s cannot be loaded: %s", id, err);
+		free(x);
+		return NULL;
+	}
+	m->rstate = calloc(m->env.nrcpt, 1);
+	m->rerr = calloc(m->env.nrcpt, sizeof(*m->rerr));
+	m->rnext = calloc(m->env.nrcpt, sizeof(*m->rnext));
+	if (!m->rstate || !m->rerr || !m->rnext) {
+		free(m->rstate);
+		free(m->rerr);
+		free(m->rnext);
+		spool_env_free(&m->env);
+		free(x);
+		return NULL;
+	}
+	m->npending = m->env.nrcpt;
+	x->serial = ++q->next_token;
+	h = hash_str(m->env.id) % MSG_HASH;
+	x->hnext = (struct qmsg_x *)q->hash[h];
+	q->hash[h] = m;
+	m->next = q->msgs;
+	if (q->msgs)
+		q->msgs->prev = m;
+	q->msgs = m;
+	q->nmsgs++;
+	msg_read_journal(q, m);
+	return m;
+}
+
+void
+queue_inject(struct queue *q, const char *id)
+{
+	struct qmsg *m = msg_load(q, id);
+
+	if (m == NULL)
+		return;
+	if (m->npending == 0)
+		msg_maybe_finalize(q, m);
+	else
+		msg_route(q, m);
+}
+
+int
+queue_load(struct queue *q)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "%s/queue", q->cfg->spool_dir);
+	if ((dir = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		queue_inject(q, de->d_name);
+		n++;
+	}
+	closedir(dir);
+	log_info("queue loaded: %u messages", n);
+	return 0;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+struct queue *
+queue_new(struct event_base *base, const struct config *cfg, struct spool *sp,
+          struct dns *dns)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+	struct timeval tv = { 0, TICK_MS * 1000 };
+
+	if (q == NULL)
+		return NULL;
+	q->base = base;
+	q->cfg = cfg;
+	q->sp = sp;
+	q->dns = dns;
+	q->ev_tick = event_new(base, -1, EV_PERSIST, queue_tick, q);
+	if (q->ev_tick == NULL) {
+		free(q);
+		return NULL;
+	}
+	event_add(q->ev_tick, &tv);
+	return q;
+}
+
+static void
+dest_free_list(struct delivery *dlv)
+{
+	while (dlv) {
+		struct delivery *n = dlv->next;
+		free(((struct delivery_x *)dlv)->verdict);
+		free(dlv->ridx);
+		free(dlv);
+		dlv = n;
+	}
+}
+
+void
+queue_free(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	q->stopping = 1;
+	for (struct dest *d = q->dests; d; d = d->next)
+		while (d->conns)
+			mta_conn_abort(d->conns);
+	while (q->dests) {
+		struct dest *d = q->dests;
+		q->dests = d->next;
+		dest_free_list(d->ready);
+		dest_free_list(d->deferred);
+		free(d->hops);
+		free(d->key);
+		free(d->domain);
+		free(d->last_error);
+		free(d);
+	}
+	while (q->msgs)
+		msg_free(q, q->msgs);
+	event_free(q->ev_tick);
+	free(q);
+}
+
+struct spool *
+queue_spool(struct queue *q)
+{
+	return q->sp;
+}
+
+const struct config *
+queue_config(struct queue *q)
+{
+	return q->cfg;
+}
+
+unsigned
+queue_messages(const struct queue *q)
+{
+	return q->nmsgs;
+}
