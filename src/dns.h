@@ -68,8 +68,10 @@ void dns_free(struct dns *d);
  * Resolve the mail exchangers of domain: MX (ordered, ties shuffled),
  * then A and AAAA of each target; no MX -> the domain's A/AAAA as an
  * implicit MX; MX "." with preference 0 -> DNS_NULLMX. The callback fires
- * exactly once (possibly before this function returns? never: always from
- * the event loop). Returns 0, or -1 if the query could not be started.
+ * exactly once, always from the event loop (never inside this call).
+ * Temporary failures of address lookups make the result DNS_TEMPFAIL (no
+ * MX) or DNS_NOADDR with temporary = 1. Returns 0, or -1 if the query could
+ * not be started.
  */
 int dns_resolve_mx(struct dns *d, const char *domain, uint16_t port,
                    uint64_t token, dns_cb cb, void *arg);
@@ -84,7 +86,8 @@ int dns_resolve_host(struct dns *d, const char *host, uint16_t port,
  * MX RDATA in wire format (RFC 1035 3.3.9: 16-bit preference, then an
  * uncompressed domain name). Writes the name in text form, lower case,
  * without the final dot ("" for the root). Returns 0 or -1 (truncated,
- * label over 63, name over 255, compression pointer, trailing bytes).
+ * label over 63, name over 255, compression pointer, trailing bytes, a
+ * label byte with no plain text form: '.', space, control, non-ASCII).
  */
 int dns_parse_mx_rdata(const uint8_t *rd, size_t len, unsigned *pref,
                        char *name, size_t namelen);
@@ -95,5 +98,17 @@ int dns_parse_mx_rdata(const uint8_t *rd, size_t len, unsigned *pref,
  * duplicates of the same name. Returns the new count.
  */
 size_t dns_order_hosts(struct dns_host *hosts, size_t n, uint32_t (*rnd)(void));
+
+/*
+ * Read a whole DNS response message (as ub_resolve_event delivers it:
+ * wire format, names possibly compressed). dns_msg_mx: the MX answers into
+ * hosts[] (name, preference; no addresses), *rcode the response code.
+ * dns_msg_addrs: the A (qtype 1) or AAAA (qtype 28) answers appended to
+ * h->addr with the given port. Both return 0, or -1 for a malformed message.
+ */
+int dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
+               struct dns_host *hosts, size_t max, size_t *nhosts);
+int dns_msg_addrs(const uint8_t *msg, size_t len, int *rcode, int qtype,
+                  struct dns_host *h, uint16_t port);
 
 #endif

@@ -31,11 +31,6 @@
 
 #include "dns.h"
 
-/* Internal interface shared with dns.c (see the paragraph above). */
-int dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
-    struct dns_host *hosts, size_t max, size_t *nhosts);
-int dns_msg_addrs(const uint8_t *msg, size_t len, int *rcode, int qtype,
-    struct dns_host *h, uint16_t port);
 
 #define DNS_HDR_LEN 12
 #define DNS_T_A 1

@@ -89,6 +89,7 @@ struct mta_tx {
 	int mail_code;
 	int *rcode;           /* per recipient; 0 = not sent / no reply */
 	char **rtext;
+	size_t nr;            /* recipients of the delivery (rcode/rtext size) */
 	size_t nsent;         /* recipients sent (RCPTMAX may cap) */
 	size_t naccepted;
 	int content_done;     /* "." or BDAT LAST written */
@@ -148,6 +149,7 @@ struct mta_conn {
 	uint64_t opened_ms;
 	int need_rset;
 	int reached;          /* got a greeting */
+	int pumping;          /* conn_pump() is on the stack */
 	struct event *ev_idle;
 	int closing_failed;
 	char close_reason[256];
@@ -281,8 +283,9 @@ tx_free(struct mta_tx *tx)
 {
 	if (tx->fd != -1)
 		close(tx->fd);
+	/* tx->dlv may be gone already (handed back to the queue). */
 	if (tx->rtext) {
-		for (size_t i = 0; i < tx->dlv->nr; i++)
+		for (size_t i = 0; i < tx->nr; i++)
 			free(tx->rtext[i]);
 	}
 	free(tx->rtext);
@@ -347,6 +350,7 @@ tx_finish(struct mta_conn *c, struct mta_tx *tx, int final_code,
 	}
 	tx->finished = 1;
 	tx_unlink(c, tx);
+	tx->dlv = NULL;
 	queue_delivery_done(c->q, dlv);
 	tx_free(tx);
 }
@@ -389,6 +393,7 @@ tx_start(struct mta_conn *c, struct delivery *dlv)
 	if ((tx = calloc(1, sizeof(*tx))) == NULL)
 		goto oom;
 	tx->dlv = dlv;
+	tx->nr = dlv->nr;
 	tx->fd = -1;
 	tx->rcode = calloc(dlv->nr, sizeof(*tx->rcode));
 	tx->rtext = calloc(dlv->nr, sizeof(*tx->rtext));
@@ -590,6 +595,9 @@ conn_close(struct mta_conn *c, int failed, const char *reason)
 
 	if (c->state == C_DEAD)
 		return;
+	log_info("C=%u H=%s [%s]:%d closed%s%s (%u messages)", c->id,
+	    c->hops.nhosts ? conn_host(c) : "-", c->ip, c->port,
+	    reason ? ": " : "", reason ? reason : "", c->msgs);
 	conn_enter(c, C_DEAD);
 	while (c->txs)
 		tx_finish(c, c->txs, 0, reason ? reason : "connection closed");
@@ -605,7 +613,9 @@ conn_close(struct mta_conn *c, int failed, const char *reason)
 	d->nconns--;
 	if (!c->reached)
 		d->connecting--;
-	queue_conn_closed(c->q, d, c, failed, reason);
+	/* Only a host that could not be reached backs the destination off;
+	 * a session that broke later just re-queues its work. */
+	queue_conn_closed(c->q, d, c, failed && !c->reached, reason);
 }
 
 static void
@@ -1022,6 +1032,11 @@ mta_conn_starting(const struct mta_conn *c)
 static void
 conn_pump(struct mta_conn *c)
 {
+	/* Finishing a transaction kicks the destination, which kicks us:
+	 * the outer call does the work. */
+	if (c->pumping)
+		return;
+	c->pumping = 1;
 	while (c->state == C_READY && mta_conn_has_room(c)) {
 		struct delivery *dlv = queue_take(c->d);
 
@@ -1030,6 +1045,7 @@ conn_pump(struct mta_conn *c)
 		if (tx_start(c, dlv) == 0)
 			conn_send(c);
 	}
+	c->pumping = 0;
 	if (c->state != C_READY)
 		return;
 	if (c->ntx == 0 && !c->pending && !c->streaming) {

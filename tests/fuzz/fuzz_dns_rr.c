@@ -30,10 +30,6 @@
 #include "dns.h"
 
 /* Internal interface of dns_rr.c (not in dns.h; see dns_rr.c). */
-int dns_msg_mx(const uint8_t *msg, size_t len, int *rcode,
-    struct dns_host *hosts, size_t max, size_t *nhosts);
-int dns_msg_addrs(const uint8_t *msg, size_t len, int *rcode, int qtype,
-    struct dns_host *h, uint16_t port);
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \

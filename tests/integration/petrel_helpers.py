@@ -489,11 +489,15 @@ def _ini_value(v):
     return str(v)
 
 
+_tls_cache = {"dir": None}
+
+
 class Petrel:
     """One daemon in its own directory with its own config, spool and port."""
 
     def __init__(self, workdir, top=None, listen=None, relay=None,
-                 extra="", port=None, host="127.0.0.1", spool_dir=None):
+                 extra="", port=None, host="127.0.0.1", spool_dir=None,
+                 seed_tls=True):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -519,6 +523,10 @@ class Petrel:
         self.spool = Path(self.top["spool_dir"])
         self.log_path = Path(self.top["log_file"]) if "log_file" in self.top else None
         self.extra = extra
+        # Seed spool/tls with a self-signed pair the daemon made earlier in
+        # this run (saves a key generation per test); tests of the
+        # generation itself pass seed_tls=False.
+        self.seed_tls = seed_tls
         self.proc = None
         self.expect_running = False
         self.starts = 0
@@ -548,6 +556,10 @@ class Petrel:
         assert BIN.exists(), f"{BIN} does not exist: build Petrel first (meson setup build; ninja -C build)"
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
+        tls = self.spool / "tls"
+        if self.seed_tls and _tls_cache["dir"] and not tls.exists():
+            tls.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(_tls_cache["dir"], tls)
         self.stdout_path = self.dir / f"stdout.{self.starts}"
         self.stderr_path = self.dir / f"stderr.{self.starts}"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -558,7 +570,20 @@ class Petrel:
         self.expect_running = True
         if wait:
             self.wait_ready()
+            self._fill_tls_cache()
         return self
+
+    def _fill_tls_cache(self):
+        tls = self.spool / "tls"
+        if _tls_cache["dir"] is None and (tls / "cert.pem").exists() \
+                and (tls / "key.pem").exists():
+            d = Path(tempfile.mkdtemp(prefix="petrel-tls-"))
+            atexit.register(shutil.rmtree, d, True)
+            dst = d / "tls"
+            dst.mkdir()
+            for name in ("cert.pem", "key.pem"):
+                shutil.copy2(tls / name, dst / name)
+            _tls_cache["dir"] = dst
 
     def diag(self):
         out = []

@@ -86,6 +86,15 @@ def test_helo_exact(petrel):
         assert r.raw() == f"250 {HOSTNAME} Hello client.test [127.0.0.1]"
 
 
+@pytest.mark.parametrize("arg", ["[127.0.0.1]", "[IPv6:::1]", "client.example.",
+                                 "UPPER.Example"])
+def test_ehlo_argument_forms(petrel, arg):
+    with petrel.connect() as c:
+        r = c.cmd(f"EHLO {arg}")
+        expect(r, 250)
+        assert r.lines[0] == f"{HOSTNAME} Hello {arg} [127.0.0.1]", r.raw()
+
+
 @pytest.mark.parametrize("verb", ["EHLO", "HELO", "EHLO ", "HELO "])
 def test_helo_ehlo_missing_argument(petrel, verb):
     with petrel.connect() as c:
@@ -347,7 +356,8 @@ def test_connection_logged(petrel):
     petrel.wait_log(rf"SMTP connection from \[127\.0\.0\.1\]:{port}( |$)")
 
 
-def test_spool_tmp_empty_and_tls_cert_created(petrel):
+def test_spool_tmp_empty_and_tls_cert_created(petrel_factory):
+    petrel = petrel_factory(seed_tls=False)
     assert (petrel.spool / "tmp").is_dir()
     assert (petrel.spool / "queue").is_dir()
     assert petrel.tmp_files() == []

@@ -213,6 +213,16 @@ def test_chunking_disabled(petrel_factory):
     assert p.queue_files() == []
 
 
+def test_bdat_after_helo_not_available(petrel):
+    """CHUNKING is an EHLO extension: after HELO, BDAT is not offered."""
+    with petrel.connect() as c:
+        c.helo()
+        expect(c.mail(), 250, "2.1.0")
+        expect(c.rcpt(), 250, "2.1.5")
+        c.send(b"BDAT 4 LAST\r\n")
+        expect(c.read_reply(), 502, "5.5.1")
+
+
 @pytest.mark.parametrize("arg", ["", "abc", "-1", "10 FIRST", "1 LAST extra",
                                  "99999999999999999999999"])
 def test_bdat_bad_argument(petrel, arg):

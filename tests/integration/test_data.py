@@ -102,7 +102,7 @@ SMUGGLED_BODY = (f"From: <{EVIL}>\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n"
 SMUGGLED = SMUGGLED_CMDS + SMUGGLED_BODY
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["one-write", "split"])
+@pytest.mark.parametrize("split", ["one-write", "split", "bytewise"])
 @pytest.mark.parametrize("bare_lf", ["reject", "normalize"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_smuggling_variant(petrel_factory, variant, bare_lf, split):
@@ -112,9 +112,13 @@ def test_smuggling_variant(petrel_factory, variant, bare_lf, split):
     tail = SMUGGLED + b".\r\n"  # the real CRLF.CRLF
     with p.session() as c:
         open_data(c, sender="legit@example.com")
-        if split:
+        if split == "split":
             c.send(head)
             c.send(tail)
+        elif split == "bytewise":
+            data = head + tail
+            for i in range(len(data)):
+                c.send(data[i:i + 1])
         else:
             c.send(head + tail)
         r = c.read_reply()

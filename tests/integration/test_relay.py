@@ -61,6 +61,7 @@ def test_outside_mixed_recipients(outside):
     ("user@other.example@local.example", 501, "5.1.3"),
     ("postmaster", 250, "2.1.5"),
     ("postmaster@local.example", 250, "2.1.5"),
+    ("postmaster@other.example", 550, "5.7.1"),
 ])
 def test_relay_attack_shapes(outside, addr, code, enh):
     with outside.session() as c:

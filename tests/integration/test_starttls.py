@@ -206,7 +206,8 @@ def test_configured_certificate_is_used(petrel_factory, tmp_path):
     assert der == ssl.PEM_cert_to_DER_cert(cert.read_text())
 
 
-def test_self_signed_cert_kept_across_restart(petrel):
+def test_self_signed_cert_kept_across_restart(petrel_factory):
+    petrel = petrel_factory(seed_tls=False)
     before = (petrel.spool / "tls" / "cert.pem").read_bytes()
     with petrel.session() as c:
         c.starttls()

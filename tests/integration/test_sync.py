@@ -172,6 +172,23 @@ def test_pipelining_no_lock_step_is_fine(petrel_factory):
     assert len(p.queue_files()) == 3
 
 
+def test_bdat_chunk_is_not_input_ahead(petrel_factory):
+    """Without PIPELINING, the chunk that follows BDAT is part of the BDAT
+    command, not input sent ahead of a reply. (After HELO, BDAT is not
+    available at all: CHUNKING is an EHLO extension.)"""
+    p = petrel_factory(listen={"pipelining": "no"})
+    c = p.session()
+    content = make_message()
+    with c:
+        expect(c.mail(), 250, "2.1.0")
+        expect(c.rcpt(), 250, "2.1.5")
+        c.send(f"BDAT {len(content)} LAST\r\n".encode() + content)
+        qid = expect_queued(c.read_reply())
+        c.marker()
+    assert p.spool_msg(qid).body == content
+    assert_no_sync_error(p)
+
+
 def test_helo_lock_step_is_fine(petrel):
     with petrel.connect() as c:
         c.helo()

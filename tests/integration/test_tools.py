@@ -763,3 +763,27 @@ def test_turns_predict_elapsed_time_through_proxy(sink, tmp_path):
     assert st["turns"] == 6 and st["messages"] == 4
     expect = d * (1 + 2 * st["turns"])
     assert expect <= elapsed < expect + 0.15, (elapsed, expect)
+
+
+def test_protocol_errors_and_idle_timeout(sink_factory):
+    sink = sink_factory(idle_timeout=0.5)
+    with Raw(sink.address) as r:
+        assert r.reply()[0] == 220
+        assert r.cmd("MAIL FROM:<a@x>")[0] == 503           # before EHLO
+        assert r.cmd("HELO old.test")[0] == 250
+        assert r.cmd("MAIL FROM:<a@x> SIZE=10")[0] == 555     # parameters need EHLO
+        assert r.cmd("RCPT TO:<b@y>")[0] == 503
+        assert r.cmd("DATA")[0] == 503
+        r.send("NOOP\n")                                     # bare LF
+        assert r.reply()[0] == 500
+        assert r.cmd("FROB")[0] == 500
+        r.send("BDAT 5 LAST\r\nhello")                      # no transaction: data skipped
+        assert r.reply()[0] == 503
+        assert r.cmd("MAIL FROM:<a@x>")[0] == 250
+        assert r.cmd("DATA")[0] == 554                       # no valid recipients
+        code, t = r.reply()                                  # then silence ...
+        assert (code, t[0][:5]) == (421, "4.4.2")            # ... until the idle timeout
+        assert r.read_until_eof() == b""
+    st = sink.wait_closed(1)
+    assert st["per_connection"][0]["close_reason"] == "timeout"
+    assert st["helo"] == 1 and st["messages"] == 0

@@ -171,6 +171,9 @@ class Side(asyncio.Protocol):
     def forward(self, kind, data):
         """Deliver an item read on this side to the peer (runs D after the read)."""
         dst = self.peer
+        if dst is None and not self.pair.settled:
+            self.pair.early.append((kind, data))     # target not connected yet
+            return
         if dst is None or dst.transport is None or dst.gone:
             return
         t = dst.transport
@@ -197,6 +200,8 @@ class Pair:
         self.client = None          # set by Proxy.new_client
         self.server = None
         self.lost = 0
+        self.settled = False         # connect to the target finished (either way)
+        self.early = []              # client items due before the target was connected
 
     def count(self, name, n):
         st = self.proxy.stats
@@ -214,7 +219,6 @@ class Pair:
                 s.transport.close()
 
     async def connect(self):
-        self.client.transport.pause_reading()
         p = self.proxy
         try:
             if p.opts.delay_connect:
@@ -226,6 +230,7 @@ class Pair:
         except (OSError, asyncio.TimeoutError) as e:
             log(f"connect to target failed: {e}")
             self.server = None
+            self.settled = True
             p.stats.add("connect_failures")
             if not self.client.gone:
                 self.client.transport.abort()
@@ -234,6 +239,10 @@ class Pair:
             return
         self.client.peer = self.server
         self.server.peer = self.client
+        self.settled = True
+        for kind, data in self.early:
+            self.client.forward(kind, data)
+        self.early = []
         if self.client.gone:
             self.server.transport.close()
             return
@@ -243,6 +252,7 @@ class Pair:
 class ClientSide(Side):
     def connection_made(self, transport):
         super().connection_made(transport)
+        transport.pause_reading()    # until the target is connected
         self.pair.proxy.stats.add("connections")
         self.pair.proxy.stats.add("active_connections")
         self.pair.proxy.stats.soon()
@@ -327,7 +337,8 @@ def build_parser():
     p.add_argument("--delay-connect", action="store_true",
                    help="also wait the delay before connecting to the target")
     p.add_argument("--ready-file", help="written (JSON: pid, listen) once listening")
-    p.add_argument("--max-runtime", type=float, default=0.0, help="exit after this many seconds (0: no limit)")
+    p.add_argument("--max-runtime", type=float, default=0.0,
+                   help="exit after this many seconds (0: no limit)")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is no longer our parent")
     return p
 
