@@ -49,5 +49,17 @@ if [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then if_=1; fi
 echo "integration: $ip passed, $if_ failed"
 passed=$((passed + ip)); failed=$((failed + if_))
 
+echo "== fuzz smoke (libFuzzer, ${FUZZ_SMOKE_TIME:-10}s per target)"
+for f in tests/fuzz/fuzz_*.c; do
+	t=${f#tests/fuzz/fuzz_}; t=${t%.c}
+	if FUZZ_TIME=${FUZZ_SMOKE_TIME:-10} FUZZ_OUT="$OUT/fuzz" scripts/fuzz.sh "$t" > "$OUT/fuzz_$t.log" 2>&1; then
+		echo "fuzz_$t: ok ($(grep -ho 'number_of_executed_units: [0-9]*' "$OUT/fuzz_$t.log" | awk '{print $2}') runs)"
+		passed=$((passed + 1))
+	else
+		echo "fuzz_$t: FAILED"; tail -30 "$OUT/fuzz_$t.log"
+		failed=$((failed + 1))
+	fi
+done
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -982,6 +982,17 @@ queue_load(struct queue *q)
 		n++;
 	}
 	closedir(dir);
+	/* A journal whose message is gone was left by a crash during removal. */
+	snprintf(path, sizeof(path), "%s/journal", q->cfg->spool_dir);
+	if ((dir = opendir(path)) != NULL) {
+		while ((de = readdir(dir)) != NULL) {
+			if (de->d_name[0] == '.' || msg_find(q, de->d_name))
+				continue;
+			log_info("%s removing stale journal", de->d_name);
+			unlinkat(dirfd(dir), de->d_name, 0);
+		}
+		closedir(dir);
+	}
 	log_info("queue loaded: %u messages", n);
 	return 0;
 }
