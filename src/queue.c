@@ -677,6 +677,9 @@ queue_rcpt_result(struct queue *q, struct delivery *dlv, size_t i,
 	case OUT_REQUEUE:
 		x->verdict[i] = 2;
 		break;
+	case OUT_NOT_TRIED:
+		x->verdict[i] = 3;
+		break;
 	}
 }
 
@@ -686,21 +689,34 @@ queue_delivery_done(struct queue *q, struct delivery *dlv)
 	struct delivery_x *x = (struct delivery_x *)dlv;
 	struct qmsg *m = dlv->msg;
 	struct dest *d = dlv->dest;
-	size_t *defer = NULL, *requeue = NULL, nd = 0, nq = 0;
+	size_t *defer = NULL, *requeue = NULL, *later = NULL;
+	size_t nd = 0, nq = 0, nl = 0;
 
 	if (dlv->nr > 0) {
 		defer = calloc(dlv->nr, sizeof(*defer));
 		requeue = calloc(dlv->nr, sizeof(*requeue));
+		later = calloc(dlv->nr, sizeof(*later));
 	}
 	for (size_t i = 0; i < dlv->nr; i++) {
 		size_t r = dlv->ridx[i];
 		if (m->rstate[r] != RCPT_PENDING)
 			continue;
-		if (x->verdict[i] == 1 || defer == NULL ||
-		    dlv->attempts >= REQUEUE_MAX)
-			defer ? (void)(defer[nd++] = r) : (void)0;
+		if (defer == NULL || requeue == NULL || later == NULL)
+			break; /* out of memory: the tick finds nothing; restart does */
+		if (x->verdict[i] == 3)
+			later[nl++] = r;
+		else if (x->verdict[i] == 1 || dlv->attempts >= REQUEUE_MAX)
+			defer[nd++] = r;
 		else
 			requeue[nq++] = r;
+	}
+	if (nl > 0) {
+		struct delivery *n = delivery_new(m, d, later, nl);
+		if (n) {
+			n->attempts = dlv->attempts;
+			later = NULL;
+			dest_ready(d, n, 1);
+		}
 	}
 	if (nq > 0) {
 		struct delivery *n = delivery_new(m, d, requeue, nq);
@@ -721,6 +737,7 @@ queue_delivery_done(struct queue *q, struct delivery *dlv)
 	}
 	free(defer);
 	free(requeue);
+	free(later);
 	delivery_free(q, dlv);
 	dest_kick(q, d);
 }

@@ -106,7 +106,13 @@ void queue_inject(struct queue *q, const char *id);
 struct delivery *queue_take(struct dest *d);
 
 /* Outcome of one recipient of an in-flight delivery (i = index in dlv). */
-enum rcpt_outcome { OUT_DELIVERED, OUT_DEFER, OUT_FAIL, OUT_REQUEUE };
+/*
+ * OUT_REQUEUE: no verdict (connection lost, sequencing hiccup): again at
+ * once, counted as an attempt. OUT_NOT_TRIED: never sent (the server's
+ * RCPTMAX split the recipients): again at once, not an attempt.
+ */
+enum rcpt_outcome { OUT_DELIVERED, OUT_DEFER, OUT_FAIL, OUT_REQUEUE,
+                    OUT_NOT_TRIED };
 void queue_rcpt_result(struct queue *q, struct delivery *dlv, size_t i,
                        enum rcpt_outcome out, const char *reply,
                        const char *loginfo, uint64_t dt_ms);

@@ -87,6 +87,7 @@ struct mta_tx {
 	int fd;
 	uint64_t size;
 	int mail_code;
+	char *mail_text;
 	int *rcode;           /* per recipient; 0 = not sent / no reply */
 	char **rtext;
 	size_t nr;            /* recipients of the delivery (rcode/rtext size) */
@@ -137,7 +138,7 @@ struct mta_conn {
 	struct smtp_ehlo ehlo;
 	int pipelining;
 	int chunking;
-	int tls_wanted;
+	int no_tls;           /* "may": TLS failed here, go on in plaintext */
 	struct pcmd *pending, *pending_tail;
 	struct expect *exp;
 	size_t exp_head, exp_len, exp_cap;
@@ -161,6 +162,7 @@ static SSL_CTX *ctx_noverify, *ctx_verify;
 
 static void conn_io(struct io *io, enum io_event ev, void *arg);
 static void conn_pump(struct mta_conn *c);
+static void conn_timeout_update(struct mta_conn *c);
 static int conn_try_next(struct mta_conn *c, const char *why);
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -290,6 +292,7 @@ tx_free(struct mta_tx *tx)
 	}
 	free(tx->rtext);
 	free(tx->rcode);
+	free(tx->mail_text);
 	free(tx);
 }
 
@@ -326,9 +329,13 @@ tx_finish(struct mta_conn *c, struct mta_tx *tx, int final_code,
 		enum rcpt_outcome out;
 		const char *text = tx->rtext[i];
 
-		if (tx->mail_code != 0 && tx->mail_code / 100 != 2) {
-			/* MAIL refused: 503 means the server was still in an
-			 * old transaction: a protocol hiccup, try again. */
+		if (i >= tx->nsent) {
+			out = OUT_NOT_TRIED; /* over the server's RCPTMAX */
+		} else if (tx->mail_code != 0 && tx->mail_code / 100 != 2) {
+			/* MAIL refused decides for all (the RCPTs pipelined
+			 * behind it only got 503s). A 503 to MAIL means the
+			 * server was still in an old transaction: try again. */
+			text = tx->mail_text;
 			out = tx->mail_code == 503 ? OUT_REQUEUE :
 			    tx->mail_code / 100 == 5 ? OUT_FAIL : OUT_DEFER;
 		} else if (rc == 0) {
@@ -379,6 +386,13 @@ tx_start(struct mta_conn *c, struct delivery *dlv)
 	if (env->smtputf8 && !(c->ehlo.exts & EHLO_SMTPUTF8)) {
 		tx_refuse(c, dlv, "553 5.6.7 message needs SMTPUTF8 and the "
 		    "server does not offer it");
+		return -1;
+	}
+	if (env->body_8bit && !(c->ehlo.exts & EHLO_8BITMIME)) {
+		/* RFC 6152: without 8BITMIME we would have to convert; we
+		 * return it with a clear reason rather than send it broken. */
+		tx_refuse(c, dlv, "554 5.6.3 message has 8-bit content and the "
+		    "server does not offer 8BITMIME");
 		return -1;
 	}
 	if (c->ehlo.size && env->content_size > c->ehlo.size) {
@@ -695,7 +709,7 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		}
 		c->ehlo = *eh;
 		if (c->state == C_EHLO && c->conf->tls != TLS_POLICY_NONE &&
-		    (c->ehlo.exts & EHLO_STARTTLS)) {
+		    !c->no_tls && (c->ehlo.exts & EHLO_STARTTLS)) {
 			io_write(c->io, "STARTTLS\r\n", 10);
 			conn_enter(c, C_STARTTLS);
 			return;
@@ -766,6 +780,8 @@ conn_reply(struct mta_conn *c, const struct smtp_reply *r)
 	switch (e.kind) {
 	case RK_MAIL:
 		e.tx->mail_code = r->code;
+		free(e.tx->mail_text);
+		e.tx->mail_text = strdup(r->text);
 		if (r->code / 100 != 2)
 			c->need_rset = 1;
 		break;
@@ -920,6 +936,16 @@ conn_try_next(struct mta_conn *c, const char *why)
 		conn_close(c, 1, c->close_reason);
 		return -1;
 	}
+	if (c->state == C_TLS && c->conf->tls == TLS_POLICY_MAY && !c->no_tls) {
+		/* Opportunistic TLS that fails is no reason not to deliver:
+		 * the same address again, without STARTTLS (as Postfix does). */
+		log_info("C=%u H=%s [%s]:%d retrying without TLS (tls = may)",
+		    c->id, conn_host(c), c->ip, c->port);
+		c->no_tls = 1;
+		if (conn_connect(c) == 0)
+			return 0;
+	}
+	c->no_tls = 0;
 	c->ai++;
 	if (conn_connect(c) == 0)
 		return 0;
@@ -1028,6 +1054,21 @@ mta_conn_starting(const struct mta_conn *c)
 	return c->state < C_READY;
 }
 
+/*
+ * RFC 5321 4.5.3.2: the reply to the end of data may take longer
+ * (data_timeout, 10 min) than other replies (reply_timeout, 5 min).
+ */
+static void
+conn_timeout_update(struct mta_conn *c)
+{
+	unsigned t = c->conf->reply_timeout;
+
+	for (const struct mta_tx *tx = c->txs; tx; tx = tx->next)
+		if (tx->content_done && c->conf->data_timeout > t)
+			t = c->conf->data_timeout;
+	io_set_timeout(c->io, t * 1000);
+}
+
 /* Take deliveries while there is room; idle or quit when there is none. */
 static void
 conn_pump(struct mta_conn *c)
@@ -1048,6 +1089,7 @@ conn_pump(struct mta_conn *c)
 	c->pumping = 0;
 	if (c->state != C_READY)
 		return;
+	conn_timeout_update(c);
 	if (c->ntx == 0 && !c->pending && !c->streaming) {
 		if (conn_exhausted(c)) {
 			conn_quit(c);
