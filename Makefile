@@ -2,7 +2,7 @@
 # `make test`; both install missing Debian packages first (scripts/deps.sh).
 BUILD ?= build
 
-.PHONY: all deps build run test unit integration clean check-banned fuzz
+.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz
 
 all: build
 
@@ -21,6 +21,13 @@ run: deps build
 test: deps build
 	@scripts/run-tests.sh $(BUILD)
 
+# Every suite against a build with AddressSanitizer + UndefinedBehaviorSanitizer;
+# any sanitizer report fails the run.
+test-asan: deps
+	@[ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined -Dbuildtype=debug
+	ninja -C build-asan
+	@SANITIZE=1 PETREL_BIN=$(CURDIR)/build-asan/petrel scripts/run-tests.sh build-asan
+
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
 
@@ -34,4 +41,4 @@ check-banned:
 	@scripts/check-banned.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -11,6 +11,13 @@ trap 'rm -rf "$OUT"' EXIT
 
 passed=0; failed=0
 
+# SANITIZE=1 (make test-asan): sanitizer reports go to files, checked at the end.
+if [ "${SANITIZE:-0}" = 1 ]; then
+	mkdir -p "$OUT/san"
+	export ASAN_OPTIONS="log_path=$OUT/san/asan:detect_leaks=1:abort_on_error=1"
+	export UBSAN_OPTIONS="log_path=$OUT/san/ubsan:print_stacktrace=1:halt_on_error=1"
+fi
+
 echo "== static checks"
 if scripts/check-banned.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
@@ -49,8 +56,22 @@ if [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then if_=1; fi
 echo "integration: $ip passed, $if_ failed"
 passed=$((passed + ip)); failed=$((failed + if_))
 
+if [ "${SANITIZE:-0}" = 1 ]; then
+	echo "== sanitizer reports"
+	if ls "$OUT/san/" 2>/dev/null | grep -q .; then
+		cat "$OUT"/san/* | head -80
+		echo "sanitizers: FAILED ($(ls "$OUT/san" | wc -l) report files)"
+		failed=$((failed + 1))
+	else
+		echo "sanitizers: no report"
+		passed=$((passed + 1))
+	fi
+fi
+
+[ "${SANITIZE:-0}" = 1 ] && FUZZ_SMOKE=0
 echo "== fuzz smoke (libFuzzer, ${FUZZ_SMOKE_TIME:-10}s per target)"
 for f in tests/fuzz/fuzz_*.c; do
+	[ "${FUZZ_SMOKE:-1}" = 1 ] || break
 	t=${f#tests/fuzz/fuzz_}; t=${t%.c}
 	if FUZZ_TIME=${FUZZ_SMOKE_TIME:-10} FUZZ_OUT="$OUT/fuzz" scripts/fuzz.sh "$t" > "$OUT/fuzz_$t.log" 2>&1; then
 		echo "fuzz_$t: ok ($(grep -ho 'number_of_executed_units: [0-9]*' "$OUT/fuzz_$t.log" | awk '{print $2}') runs)"

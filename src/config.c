@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "util.h"
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -318,20 +319,6 @@ quote(struct qbuf *q, const char *s, size_t len)
 	return q->s;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int
 is_blank(char ch)
@@ -1736,7 +1723,7 @@ config_new(const char *file, char *err, size_t errlen)
 
 	cfg = calloc(1, sizeof(*cfg));
 	if (cfg == NULL) {
-		set_err(err, errlen, "%s: out of memory", file);
+		util_errf(err, errlen, "%s: out of memory", file);
 		return NULL;
 	}
 	if (keys_defaults(top_keys, nitems(top_keys), cfg, why, sizeof(why)) ==
@@ -1744,7 +1731,7 @@ config_new(const char *file, char *err, size_t errlen)
 	    keys_defaults(
 		relay_keys, nitems(relay_keys), cfg, why, sizeof(why)) == -1 ||
 	    dest_init(&cfg->dest_default, "*", why, sizeof(why)) == -1) {
-		set_err(err, errlen, "%s: %s", file, why);
+		util_errf(err, errlen, "%s: %s", file, why);
 		config_free(cfg);
 		return NULL;
 	}
@@ -1765,7 +1752,7 @@ config_finish(struct config *cfg, const char *file, char *err, size_t errlen)
 		l = listen_add(cfg, DEFAULT_LISTEN_NAME, why, sizeof(why));
 		if (l == NULL || set_value(k, l, DEFAULT_LISTEN_ADDRESS, 0, why,
 				     sizeof(why)) == -1) {
-			set_err(
+			util_errf(
 			    err, errlen, "%s: default listener: %s", file, why);
 			return -1;
 		}
@@ -1778,7 +1765,7 @@ config_finish(struct config *cfg, const char *file, char *err, size_t errlen)
 			/* An unusable system host name: fall back. */
 			if (set_value(k, cfg, "localhost", 0, why,
 				sizeof(why)) == -1) {
-				set_err(
+				util_errf(
 				    err, errlen, "%s: hostname: %s", file, why);
 				return -1;
 			}
@@ -1788,7 +1775,7 @@ config_finish(struct config *cfg, const char *file, char *err, size_t errlen)
 		k = key_find(top_keys, nitems(top_keys), "helo_name", 0);
 		if (set_value(k, cfg, cfg->hostname, 0, why, sizeof(why)) ==
 		    -1) {
-			set_err(err, errlen, "%s: helo_name: %s", file, why);
+			util_errf(err, errlen, "%s: helo_name: %s", file, why);
 			return -1;
 		}
 	}
@@ -1816,15 +1803,15 @@ config_parse_text(struct config *cfg, const char *file, const char *text,
 		ld_close(&ld);
 	free(ld.dest_line);
 	if (ret == -2) {
-		set_err(err, errlen, "%s: out of memory", file);
+		util_errf(err, errlen, "%s: out of memory", file);
 		return -1;
 	}
 	if (ld.failed && (ret <= 0 || ld.err_line <= ret)) {
-		set_err(err, errlen, "%s", ld.err);
+		util_errf(err, errlen, "%s", ld.err);
 		return -1;
 	}
 	if (ret != 0) {
-		set_err(err, errlen, "%s:%d: %s", file, ret, syntax_error);
+		util_errf(err, errlen, "%s:%d: %s", file, ret, syntax_error);
 		return -1;
 	}
 	return 0;
@@ -1840,26 +1827,26 @@ read_file(const char *path, char **bufp, size_t *lenp, char *err, size_t errlen)
 
 	fp = fopen(path, "r");
 	if (fp == NULL) {
-		set_err(
+		util_errf(
 		    err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
 	}
 	buf = malloc(CONFIG_FILE_MAX + 1);
 	if (buf == NULL) {
-		set_err(err, errlen, "%s: out of memory", path);
+		util_errf(err, errlen, "%s: out of memory", path);
 		goto fail;
 	}
 	while ((n = fread(buf + len, 1, CONFIG_FILE_MAX + 1 - len, fp)) > 0) {
 		len += n;
 		if (len > CONFIG_FILE_MAX) {
-			set_err(err, errlen,
+			util_errf(err, errlen,
 			    "%s: file too large (more than %d bytes)", path,
 			    CONFIG_FILE_MAX);
 			goto fail;
 		}
 	}
 	if (ferror(fp)) {
-		set_err(
+		util_errf(
 		    err, errlen, "%s: cannot read: %s", path, strerror(errno));
 		goto fail;
 	}
@@ -1882,7 +1869,7 @@ config_load_buf(const char *path, const char *file, const char *text,
 	struct config *cfg;
 
 	if (out == NULL) {
-		set_err(err, errlen, "%s: no place for the result", file);
+		util_errf(err, errlen, "%s: no place for the result", file);
 		return -1;
 	}
 	*out = NULL;
@@ -1892,7 +1879,7 @@ config_load_buf(const char *path, const char *file, const char *text,
 	if (path != NULL) {
 		cfg->path = strdup(path);
 		if (cfg->path == NULL) {
-			set_err(err, errlen, "%s: out of memory", file);
+			util_errf(err, errlen, "%s: out of memory", file);
 			goto fail;
 		}
 	}
@@ -1937,7 +1924,7 @@ config_load_string(const char *text, const char *name, struct config **out,
 	if (text == NULL) {
 		if (out != NULL)
 			*out = NULL;
-		set_err(err, errlen, "%s: no text", name);
+		util_errf(err, errlen, "%s: no text", name);
 		return -1;
 	}
 	return config_load_buf(

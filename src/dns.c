@@ -56,6 +56,7 @@
 #include <unbound.h>
 
 #include "dns.h"
+#include "util.h"
 
 
 #define DNS_T_A 1
@@ -114,8 +115,6 @@ struct dns {
 };
 
 static void job_step(evutil_socket_t fd, short what, void *arg);
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void job_finish(struct dns_job *job, enum dns_status status,
     int temporary, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void job_timer(evutil_socket_t fd, short what, void *arg);
@@ -130,18 +129,6 @@ dns_rnd(void)
 	return (uint32_t)random() ^ ((uint32_t)random() << 16);
 }
 
-static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 struct dns *
 dns_new(struct event_base *base, const char *resolver, char *err, size_t errlen)
 {
@@ -149,14 +136,14 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errlen)
 	int r;
 
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
-		errf(err, errlen, "dns: out of memory");
+		util_errf(err, errlen, "dns: out of memory");
 		return NULL;
 	}
 	d->base = base;
 	TAILQ_INIT(&d->jobs);
 	/* NULL when libunbound was built without libevent (mini-event). */
 	if ((d->ctx = ub_ctx_create_event(base)) == NULL) {
-		errf(err, errlen,
+		util_errf(err, errlen,
 		    "dns: libunbound cannot use the libevent "
 		    "event base (ub_ctx_create_event failed)");
 		goto fail;
@@ -164,19 +151,19 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errlen)
 	if (resolver != NULL) {
 		/* Forward everything, recursion desired, to ADDR[@PORT]. */
 		if ((r = ub_ctx_set_fwd(d->ctx, resolver)) != 0) {
-			errf(err, errlen, "dns: resolver \"%s\": %s", resolver,
+			util_errf(err, errlen, "dns: resolver \"%s\": %s", resolver,
 			    ub_strerror(r));
 			goto fail;
 		}
 	} else {
 		if ((r = ub_ctx_resolvconf(d->ctx, NULL)) != 0) {
-			errf(err, errlen, "dns: /etc/resolv.conf: %s",
+			util_errf(err, errlen, "dns: /etc/resolv.conf: %s",
 			    ub_strerror(r));
 			goto fail;
 		}
 		/* A missing /etc/hosts is fine; a broken one is not. */
 		if ((r = ub_ctx_hosts(d->ctx, NULL)) != 0 && r != UB_READFILE) {
-			errf(
+			util_errf(
 			    err, errlen, "dns: /etc/hosts: %s", ub_strerror(r));
 			goto fail;
 		}

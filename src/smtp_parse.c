@@ -27,6 +27,7 @@
  *   path_check: literal_valid -> smtp_utf8_valid -> length limits -> copy
  */
 #include "smtp_parse.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <limits.h>
@@ -97,32 +98,6 @@ has_8bit(const char *s, size_t len)
 	for (i = 0; i < len; i++)
 		if ((unsigned char)s[i] >= 0x80)
 			return 1;
-	return 0;
-}
-
-/*
- * 1 to 20 decimal digits, no sign, into *out. Returns -1 on an empty or
- * over-long string, a non-digit, or a value that does not fit in uint64_t.
- */
-static int
-parse_u64(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	if (len == 0 || len > 20)
-		return -1;
-	for (i = 0; i < len; i++) {
-		unsigned d;
-
-		if (!is_digit((unsigned char)s[i]))
-			return -1;
-		d = (unsigned)(s[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	*out = v;
 	return 0;
 }
 
@@ -740,7 +715,7 @@ mail_param_size(const struct smtp_param *prm, struct smtp_mail_params *mp,
 		return 501;
 	}
 	if (prm->value == NULL ||
-	    parse_u64(prm->value, prm->valuelen, &mp->size) == -1) {
+	    util_parse_u64(prm->value, prm->valuelen, &mp->size) == -1) {
 		err_set(err, errlen, "Bad SIZE value");
 		return 501;
 	}
@@ -876,7 +851,7 @@ smtp_parse_bdat(const char *arg, size_t len, uint64_t *size, int *last)
 	*last = 0;
 	while (i < len && is_digit((unsigned char)arg[i]))
 		i++;
-	if (parse_u64(arg, i, size) == -1)
+	if (util_parse_u64(arg, i, size) == -1)
 		goto fail;
 	for (sp = i; i < len && arg[i] == ' '; i++)
 		;

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "spool_format.h"
+#include "util.h"
 
 #define TRAILER_MAGIC "PETREL-SPOOL 1 "
 #define TRAILER_MAGIC_LEN (sizeof(TRAILER_MAGIC) - 1)
@@ -317,20 +318,6 @@ key_lookup(const char *k, size_t n)
 	return K_UNKNOWN;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static char *
 dup_value(const char *v, size_t n)
@@ -400,7 +387,7 @@ spool_env_parse(
 	size_t i;
 
 	memset(&t, 0, sizeof(t));
-	set_err(err, errlen, "no error");
+	util_errf(err, errlen, "no error");
 
 	while (off < len) {
 		const char *line = buf + off, *nl, *sp, *val;
@@ -412,18 +399,18 @@ spool_env_parse(
 		lineno++;
 		nl = memchr(line, '\n', len - off);
 		if (nl == NULL) {
-			set_err(
+			util_errf(
 			    err, errlen, "line %zu: no newline at end", lineno);
 			goto fail;
 		}
 		llen = (size_t)(nl - line);
 		off += llen + 1;
 		if (memchr(line, '\0', llen) != NULL) {
-			set_err(err, errlen, "line %zu: NUL byte", lineno);
+			util_errf(err, errlen, "line %zu: NUL byte", lineno);
 			goto fail;
 		}
 		if (memchr(line, '\r', llen) != NULL) {
-			set_err(err, errlen, "line %zu: CR byte", lineno);
+			util_errf(err, errlen, "line %zu: CR byte", lineno);
 			goto fail;
 		}
 		sp = memchr(line, ' ', llen);
@@ -437,7 +424,7 @@ spool_env_parse(
 			vlen = 0;
 		}
 		if (klen == 0) {
-			set_err(err, errlen, "line %zu: empty key", lineno);
+			util_errf(err, errlen, "line %zu: empty key", lineno);
 			goto fail;
 		}
 
@@ -446,7 +433,7 @@ spool_env_parse(
 			continue;
 		if (key != K_RCPT) {
 			if (seen & (1u << key)) {
-				set_err(err, errlen, "line %zu: duplicate %s",
+				util_errf(err, errlen, "line %zu: duplicate %s",
 				    lineno, env_keys[key]);
 				goto fail;
 			}
@@ -456,7 +443,7 @@ spool_env_parse(
 		switch (key) {
 		case K_ID:
 			if (!id_valid(val, vlen)) {
-				set_err(err, errlen, "line %zu: bad id value",
+				util_errf(err, errlen, "line %zu: bad id value",
 				    lineno);
 				goto fail;
 			}
@@ -465,7 +452,7 @@ spool_env_parse(
 			break;
 		case K_TIME:
 			if (parse_u64(val, vlen, &tm) == -1) {
-				set_err(err, errlen, "line %zu: bad time value",
+				util_errf(err, errlen, "line %zu: bad time value",
 				    lineno);
 				goto fail;
 			}
@@ -477,14 +464,14 @@ spool_env_parse(
 			else if (vlen == 8 && memcmp(val, "8bitmime", 8) == 0)
 				t.body_8bit = 1;
 			else {
-				set_err(err, errlen, "line %zu: bad body value",
+				util_errf(err, errlen, "line %zu: bad body value",
 				    lineno);
 				goto fail;
 			}
 			break;
 		case K_SMTPUTF8:
 			if (vlen != 1 || (val[0] != '0' && val[0] != '1')) {
-				set_err(err, errlen,
+				util_errf(err, errlen,
 				    "line %zu: bad smtputf8 value", lineno);
 				goto fail;
 			}
@@ -492,7 +479,7 @@ spool_env_parse(
 			break;
 		case K_RCPT:
 			if (t.nrcpt >= SPOOL_MAX_RCPTS) {
-				set_err(err, errlen,
+				util_errf(err, errlen,
 				    "line %zu: more than %d recipients", lineno,
 				    SPOOL_MAX_RCPTS);
 				goto fail;
@@ -503,7 +490,7 @@ spool_env_parse(
 		default:
 			slot = str_slot(&t, key);
 			if (slot == NULL) {
-				set_err(err, errlen, "line %zu: internal error",
+				util_errf(err, errlen, "line %zu: internal error",
 				    lineno);
 				goto fail; /* cannot happen */
 			}
@@ -515,7 +502,7 @@ spool_env_parse(
 
 	for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
 		if (!(seen & (1u << required[i]))) {
-			set_err(err, errlen,
+			util_errf(err, errlen,
 			    "line %zu: end of envelope, "
 			    "missing %s",
 			    lineno + 1, env_keys[required[i]]);
@@ -523,7 +510,7 @@ spool_env_parse(
 		}
 	}
 	if (t.nrcpt == 0) {
-		set_err(err, errlen, "line %zu: end of envelope, missing rcpt",
+		util_errf(err, errlen, "line %zu: end of envelope, missing rcpt",
 		    lineno + 1);
 		goto fail;
 	}
@@ -539,7 +526,7 @@ spool_env_parse(
 	*e = t;
 	return 0;
 nomem:
-	set_err(err, errlen, "line %zu: out of memory", lineno);
+	util_errf(err, errlen, "line %zu: out of memory", lineno);
 fail:
 	spool_env_free(&t);
 	memset(e, 0, sizeof(*e));

@@ -47,7 +47,13 @@ int util_find_header(const char *msg, size_t len, const char *name, char *out,
 /* mkdir -p with mode for the created directories. Returns 0 or -1. */
 int util_mkdirs(const char *path, int mode);
 
-/* Parse a decimal uint64 from the whole string: no sign, no overflow. */
+/* snprintf into err (if not NULL and errlen > 0): the "reason" out-param
+ * of the parsers. */
+void util_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parse a decimal uint64 from the whole string: 1 to 20 digits, no sign,
+ * no overflow. Returns 0 or -1. */
 int util_parse_u64(const char *s, size_t len, uint64_t *out);
 
 #endif

@@ -154,7 +154,15 @@ class PostfixInstance:
         self.master_pid = None
         self.outputs = []   # (command, returncode, output) of postfix commands
         self.env = dict(os.environ, MAIL_CONFIG=str(self.etc), LANG="C")
-        self._write_config()
+        try:
+            for prog in (POSTFIX, POSTCONF):
+                if not os.access(prog, os.X_OK):
+                    raise PostfixError(f"{prog} not found: install Postfix "
+                                       "(scripts/deps.sh does)")
+            self._write_config()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     # -- configuration -------------------------------------------------------
 
