@@ -1,14 +1,21 @@
 /*
  * main.c - the `petrel` command: subcommand dispatch and the daemon's
- * start-up and shut-down (config, log, spool, listeners, event loop,
- * signals).
+ * start-up and shut-down (config, log, spool, queue, listeners, control
+ * socket, event loop, signals).
  *
- *   petrel serve [-c FILE] [-f]     run the daemon (-f: stay in foreground)
- *   petrel check-config [-c FILE]   validate and print the configuration
- *   petrel queue [-c FILE]          list the spool (daemon not needed)
+ *   petrel serve [-c FILE] [-f]      run the daemon (-f: stay in foreground)
+ *   petrel check-config [-c FILE]    validate and print the configuration
+ *   petrel queue [--summary] [-c FILE]  list the queue (daemon, else spool)
+ *   petrel status | flush [DOMAIN] | deliver ID | hold ID | release ID |
+ *          remove ID | bounce ID     [-c FILE]  (talk to the daemon)
  *   petrel --version
  *
  * Without -c, Petrel runs on its embedded defaults (config.h).
+ *
+ * Signals: SIGTERM/SIGINT stop (listeners close, the spool finishes every
+ * commit in progress, connections are closed and their work re-queued);
+ * SIGUSR1 reopens the log file (logrotate); SIGHUP reloads the
+ * configuration file: a bad file is reported and the old one kept.
  */
 #include <errno.h>
 #include <signal.h>
@@ -21,6 +28,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "control.h"
 #include "dns.h"
 #include "listener.h"
 #include "log.h"
@@ -37,20 +45,27 @@ usage(FILE *fp)
 	fprintf(fp,
 	    "usage: petrel serve [-c FILE] [-f]\n"
 	    "       petrel check-config [-c FILE]\n"
-	    "       petrel queue [-c FILE]\n"
+	    "       petrel queue [--summary] [-c FILE]\n"
+	    "       petrel status [-c FILE]\n"
+	    "       petrel flush [DOMAIN] [-c FILE]\n"
+	    "       petrel deliver|hold|release|remove|bounce ID [-c FILE]\n"
 	    "       petrel --version\n");
 }
 
-/* Parse "-c FILE" and "-f" after the subcommand. */
+/* Parse "-c FILE", "-f", "--summary" and at most one positional argument. */
 static int
 parse_opts(int argc, char **argv, const char **cfgpath, int *foreground,
-           int allow_f)
+           int allow_f, const char **pos, int *summary)
 {
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			*cfgpath = argv[++i];
 		} else if (allow_f && strcmp(argv[i], "-f") == 0) {
 			*foreground = 1;
+		} else if (summary && strcmp(argv[i], "--summary") == 0) {
+			*summary = 1;
+		} else if (pos && *pos == NULL && argv[i][0] != '-') {
+			*pos = argv[i];
 		} else {
 			fprintf(stderr, "petrel %s: unknown argument '%s'\n",
 			    argv[1], argv[i]);
@@ -74,13 +89,69 @@ load_config(const char *path)
 	return cfg;
 }
 
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct daemon {
+	struct event_base *base;
+	const char *cfgpath;
+	struct config *cfg;        /* current */
+	struct config **retired;   /* replaced by SIGHUP, freed at exit */
+	size_t nretired;
+	struct queue *q;
+	struct smtp_server *srv;
+};
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
-	struct event_base *base = arg;
+	struct daemon *dm = arg;
 
+	if (sig == SIGUSR1) {
+		if (log_reopen() == -1)
+			fprintf(stderr, "petrel: reopening the log: %s\n",
+			    strerror(errno));
+		log_info("log reopened (SIGUSR1)");
+		return;
+	}
+	if (sig == SIGHUP) {
+		struct config *ncfg;
+		char err[1024];
+
+		if (dm->cfgpath == NULL) {
+			log_info("SIGHUP: running on embedded defaults, nothing "
+			    "to reload");
+			return;
+		}
+		if (config_load(dm->cfgpath, &ncfg, err, sizeof(err)) == -1) {
+			log_info("SIGHUP: configuration not reloaded, keeping the "
+			    "old one: %s", err);
+			return;
+		}
+		/* Listeners, spool and log keep their settings until a
+		 * restart; delivery settings take effect now. The old config
+		 * stays allocated: live sessions and connections point into
+		 * it. */
+		{
+			struct config **nv = realloc(dm->retired,
+			    (dm->nretired + 1) * sizeof(*nv));
+			if (nv == NULL) {
+				config_free(ncfg);
+				log_info("SIGHUP: out of memory, keeping the old "
+				    "configuration");
+				return;
+			}
+			dm->retired = nv;
+			dm->retired[dm->nretired++] = dm->cfg;
+		}
+		dm->cfg = ncfg;
+		queue_reconfigure(dm->q, ncfg);
+		smtp_server_set_config(dm->srv, ncfg);
+		log_info("SIGHUP: configuration %s reloaded (listener, spool and "
+		    "log changes need a restart)", dm->cfgpath);
+		return;
+	}
 	log_info("received signal %d, shutting down", (int)sig);
-	event_base_loopexit(base, NULL);
+	event_base_loopexit(dm->base, NULL);
 }
 
 static void
@@ -97,14 +168,17 @@ cmd_serve(const char *cfgpath, int foreground)
 	struct smtp_server *srv = NULL;
 	struct spool *sp = NULL;
 	struct listeners *ls = NULL;
+	struct control *ctl = NULL;
 	struct dns *dns = NULL;
 	struct queue *q = NULL;
-	struct event *ev_term = NULL, *ev_int = NULL;
+	struct event *ev_sig[4] = { NULL };
+	static const int sigs[4] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	struct daemon dm = { 0 };
 	char err[1024];
 	int rc = 1;
 
 	if (cfg == NULL)
-		return 1;
+		return 78; /* EX_CONFIG */
 	if (log_open(cfg->log_file) == -1) {
 		fprintf(stderr, "petrel: log_file %s: %s\n", cfg->log_file,
 		    strerror(errno));
@@ -136,21 +210,34 @@ cmd_serve(const char *cfgpath, int foreground)
 		fprintf(stderr, "petrel: %s\n", err);
 		goto done;
 	}
+	if ((ctl = control_open(base, cfg->spool_dir, q, srv, err,
+	    sizeof(err))) == NULL) {
+		fprintf(stderr, "petrel: %s\n", err);
+		goto done;
+	}
 	if (!foreground && daemon(1, strcmp(cfg->log_file, "-") == 0) == -1) {
 		fprintf(stderr, "petrel: daemon: %s\n", strerror(errno));
 		goto done;
 	}
-	ev_term = evsignal_new(base, SIGTERM, on_signal, base);
-	ev_int = evsignal_new(base, SIGINT, on_signal, base);
-	evsignal_add(ev_term, NULL);
-	evsignal_add(ev_int, NULL);
-	log_info("petrel %s started, pid %d, spool %s, %s configuration",
+	dm.base = base;
+	dm.cfgpath = cfgpath;
+	dm.cfg = cfg;
+	dm.q = q;
+	dm.srv = srv;
+	for (size_t i = 0; i < 4; i++) {
+		ev_sig[i] = evsignal_new(base, sigs[i], on_signal, &dm);
+		if (ev_sig[i])
+			evsignal_add(ev_sig[i], NULL);
+	}
+	log_info("petrel %s started, pid %d, spool %s, %s configuration%s",
 	    PETREL_VERSION, (int)getpid(), cfg->spool_dir,
-	    cfg->path ? cfg->path : "embedded");
+	    cfg->path ? cfg->path : "embedded",
+	    cfg->queue_only ? ", queue_only" : "");
 	queue_load(q);
 	event_base_dispatch(base);
 	rc = 0;
 done:
+	control_close(ctl);
 	listeners_close(ls);
 	smtp_server_free(srv);
 	queue_free(q);
@@ -158,24 +245,61 @@ done:
 	mta_tls_cleanup();
 	tls_cache_clear();
 	spool_close(sp); /* finishes commits in progress: nothing lost */
-	if (ev_term)
-		event_free(ev_term);
-	if (ev_int)
-		event_free(ev_int);
+	for (size_t i = 0; i < 4; i++)
+		if (ev_sig[i])
+			event_free(ev_sig[i]);
 	if (base)
 		event_base_free(base);
 	if (rc == 0)
 		log_info("petrel stopped");
 	log_close();
-	config_free(cfg);
+	for (size_t i = 0; i < dm.nretired; i++)
+		config_free(dm.retired[i]);
+	free(dm.retired);
+	config_free(dm.cfg ? dm.cfg : cfg);
 	return rc;
+}
+
+/* ---- talking to the daemon --------------------------------------------- */
+
+static int
+cmd_admin(const char *cfgpath, const char *request, int offline_queue)
+{
+	struct config *cfg = load_config(cfgpath);
+	struct buf out = { 0 };
+	int r;
+
+	if (cfg == NULL)
+		return 78;
+	r = control_request(cfg->spool_dir, request, &out);
+	if (r == -1 && offline_queue && strstr(buf_ptr(&out), "not running")) {
+		/* No daemon: read the spool files directly. */
+		buf_free(&out);
+		r = queue_list(cfg->spool_dir, stdout);
+		config_free(cfg);
+		return r == 0 ? 0 : 1;
+	}
+	if (r == 0)
+		fwrite(buf_ptr(&out), 1, buf_len(&out), stdout);
+	else
+		fprintf(stderr, "petrel: %.*s", (int)buf_len(&out), buf_ptr(&out));
+	if (r == -1 && buf_len(&out) > 0 &&
+	    memmem(buf_ptr(&out), buf_len(&out), "permission denied", 17))
+		r = -2;
+	buf_free(&out);
+	config_free(cfg);
+	/* sysexits: EX_NOPERM 77, EX_UNAVAILABLE 69 */
+	return r == 0 ? 0 : r == 1 ? 1 : r == -2 ? 77 : 69;
 }
 
 int
 main(int argc, char **argv)
 {
-	const char *cfgpath = NULL;
-	int foreground = 0;
+	static const char *idcmds[] = { "deliver", "hold", "release", "remove",
+	                                "bounce" };
+	const char *cfgpath = NULL, *pos = NULL;
+	int foreground = 0, summary = 0;
+	char req[CONTROL_LINE_MAX];
 
 	if (argc < 2) {
 		usage(stderr);
@@ -192,13 +316,15 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "serve") == 0) {
-		if (parse_opts(argc, argv, &cfgpath, &foreground, 1) == -1)
+		if (parse_opts(argc, argv, &cfgpath, &foreground, 1, NULL,
+		    NULL) == -1)
 			return 64;
 		return cmd_serve(cfgpath, foreground);
 	}
 	if (strcmp(argv[1], "check-config") == 0) {
 		struct config *cfg;
-		if (parse_opts(argc, argv, &cfgpath, &foreground, 0) == -1)
+		if (parse_opts(argc, argv, &cfgpath, &foreground, 0, NULL,
+		    NULL) == -1)
 			return 64;
 		if ((cfg = load_config(cfgpath)) == NULL)
 			return 78; /* EX_CONFIG */
@@ -209,15 +335,33 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "queue") == 0) {
-		struct config *cfg;
-		int r;
-		if (parse_opts(argc, argv, &cfgpath, &foreground, 0) == -1)
+		if (parse_opts(argc, argv, &cfgpath, &foreground, 0, NULL,
+		    &summary) == -1)
 			return 64;
-		if ((cfg = load_config(cfgpath)) == NULL)
-			return 78;
-		r = queue_list(cfg->spool_dir, stdout);
-		config_free(cfg);
-		return r == 0 ? 0 : 1;
+		return cmd_admin(cfgpath, summary ? "summary" : "queue", !summary);
+	}
+	if (strcmp(argv[1], "status") == 0 || strcmp(argv[1], "flush") == 0) {
+		int flush = argv[1][0] == 'f';
+		if (parse_opts(argc, argv, &cfgpath, &foreground, 0,
+		    flush ? &pos : NULL, NULL) == -1)
+			return 64;
+		snprintf(req, sizeof(req), "%s%s%s", argv[1], pos ? " " : "",
+		    pos ? pos : "");
+		return cmd_admin(cfgpath, req, 0);
+	}
+	for (size_t i = 0; i < sizeof(idcmds) / sizeof(idcmds[0]); i++) {
+		if (strcmp(argv[1], idcmds[i]) != 0)
+			continue;
+		if (parse_opts(argc, argv, &cfgpath, &foreground, 0, &pos,
+		    NULL) == -1)
+			return 64;
+		if (pos == NULL) {
+			fprintf(stderr, "petrel %s: a queue id is required\n",
+			    argv[1]);
+			return 64;
+		}
+		snprintf(req, sizeof(req), "%s %s", argv[1], pos);
+		return cmd_admin(cfgpath, req, 0);
 	}
 	fprintf(stderr, "petrel: unknown command '%s'\n", argv[1]);
 	usage(stderr);

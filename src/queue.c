@@ -41,6 +41,7 @@
 #include "queue.h"
 #include "queue_list.h"
 #include "smtp_client.h"
+#include "smtp_server.h"
 #include "spool.h"
 #include "util.h"
 
@@ -61,6 +62,11 @@ struct queue {
 	uint64_t next_token;
 	struct event *ev_tick;
 	int stopping;
+	int loading;
+	uint64_t start_ms;
+	/* Per-second counters of the last minute, for `petrel status`. */
+	unsigned recv_count[60], dlv_count[60];
+	uint64_t count_sec[60];
 };
 
 /* Per-message extras not in queue.h. */
@@ -146,6 +152,23 @@ list_remove(struct delivery **head, struct delivery **tail, struct delivery *d)
 	else if (tail)
 		*tail = d->prev;
 	d->next = d->prev = NULL;
+}
+
+static void
+count_event(struct queue *q, int delivered)
+{
+	uint64_t sec = util_now_ms() / 1000;
+	size_t i = sec % 60;
+
+	if (q->count_sec[i] != sec) {
+		q->count_sec[i] = sec;
+		q->recv_count[i] = 0;
+		q->dlv_count[i] = 0;
+	}
+	if (delivered)
+		q->dlv_count[i]++;
+	else
+		q->recv_count[i]++;
 }
 
 /* ---- routing ----------------------------------------------------------- */
@@ -660,6 +683,7 @@ queue_rcpt_result(struct queue *q, struct delivery *dlv, size_t i,
 		    m->env.rcpt[r], loginfo, reply ? reply : "",
 		    (unsigned long long)qt, (unsigned long long)dt_ms);
 		rcpt_final(q, m, r, 1, NULL);
+		count_event(q, 1);
 		break;
 	case OUT_FAIL:
 		log_info("%s ** %s %s: %s", m->env.id, m->env.rcpt[r], loginfo,
@@ -873,6 +897,10 @@ msg_maybe_finalize(struct queue *q, struct qmsg *m)
 	    m->finalizing || q->stopping)
 		return;
 	m->finalizing = 1;
+	if (m->removed) {
+		msg_complete(q, m);
+		return;
+	}
 	for (size_t i = 0; i < m->env.nrcpt; i++)
 		if (m->rstate[i] == RCPT_FAILED)
 			nfail++;
@@ -903,6 +931,14 @@ msg_read_journal(struct queue *q, struct qmsg *m)
 		unsigned long long r;
 
 		kind = line[0];
+		if (kind == 'H' || kind == 'U') {
+			m->hold = kind == 'H';
+			continue;
+		}
+		if (kind == 'X') {
+			m->removed = 1;
+			continue;
+		}
 		if ((kind != 'D' && kind != 'F') || line[1] != ' ')
 			continue;
 		errno = 0;
@@ -922,6 +958,13 @@ msg_read_journal(struct queue *q, struct qmsg *m)
 		}
 	}
 	fclose(fp);
+	if (m->removed) {
+		for (size_t r = 0; r < m->env.nrcpt; r++)
+			if (m->rstate[r] == RCPT_PENDING) {
+				m->rstate[r] = RCPT_FAILED;
+				m->npending--;
+			}
+	}
 }
 
 static struct qmsg *
@@ -975,6 +1018,8 @@ queue_inject(struct queue *q, const char *id)
 
 	if (m == NULL)
 		return;
+	if (!q->loading)
+		count_event(q, 0);
 	if (m->npending == 0)
 		msg_maybe_finalize(q, m);
 	else
@@ -992,12 +1037,14 @@ queue_load(struct queue *q)
 	snprintf(path, sizeof(path), "%s/queue", q->cfg->spool_dir);
 	if ((dir = opendir(path)) == NULL)
 		return -1;
+	q->loading = 1;
 	while ((de = readdir(dir)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
 		queue_inject(q, de->d_name);
 		n++;
 	}
+	q->loading = 0;
 	closedir(dir);
 	/* A journal whose message is gone was left by a crash during removal. */
 	snprintf(path, sizeof(path), "%s/journal", q->cfg->spool_dir);
@@ -1029,6 +1076,7 @@ queue_new(struct event_base *base, const struct config *cfg, struct spool *sp,
 	q->cfg = cfg;
 	q->sp = sp;
 	q->dns = dns;
+	q->start_ms = util_now_ms();
 	q->ev_tick = event_new(base, -1, EV_PERSIST, queue_tick, q);
 	if (q->ev_tick == NULL) {
 		free(q);
@@ -1092,4 +1140,350 @@ unsigned
 queue_messages(const struct queue *q)
 {
 	return q->nmsgs;
+}
+
+/* ---- administration (control socket) ------------------------------------ */
+
+static void
+fmt_dur(char *buf, size_t len, uint64_t ms)
+{
+	uint64_t s = ms / 1000;
+
+	if (s < 60)
+		snprintf(buf, len, "%llus", (unsigned long long)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
+	else
+		snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
+}
+
+/* Unlink dlv from its destination's ready or deferred list. */
+static void
+dest_unlist(struct dest *d, struct delivery *dlv)
+{
+	if (dlv->state == DLV_READY) {
+		list_remove(&d->ready, &d->ready_tail, dlv);
+		d->nready--;
+	} else if (dlv->state == DLV_DEFERRED) {
+		list_remove(&d->deferred, NULL, dlv);
+		d->ndeferred--;
+	}
+}
+
+/*
+ * Move deferred deliveries back to ready: of message m (or of every
+ * message when NULL) whose first recipient's domain is domain (or any
+ * domain when NULL). Returns how many.
+ */
+static unsigned
+queue_wake(struct queue *q, struct qmsg *m, const char *domain)
+{
+	unsigned n = 0;
+
+	for (struct dest *d = q->dests; d; d = d->next) {
+		struct delivery *dlv = d->deferred, *next;
+		int hit = 0;
+
+		for (; dlv; dlv = next) {
+			next = dlv->next;
+			if (m && dlv->msg != m)
+				continue;
+			if (dlv->msg->hold)
+				continue;
+			if (domain && strcasecmp(rcpt_domain(q,
+			    dlv->msg->env.rcpt[dlv->ridx[0]]), domain) != 0)
+				continue;
+			dest_unlist(d, dlv);
+			dest_ready(d, dlv, 0);
+			n++;
+			hit = 1;
+		}
+		if (hit || (m == NULL && domain == NULL)) {
+			d->backoff_until = 0;
+			d->failures = 0;
+		}
+		if (d->nready > 0)
+			dest_kick(q, d);
+	}
+	return n;
+}
+
+/* Drop m's queued (not in-flight) deliveries. */
+static void
+msg_unqueue(struct queue *q, struct qmsg *m)
+{
+	for (struct dest *d = q->dests; d; d = d->next) {
+		struct delivery *lists[2] = { d->ready, d->deferred }, *dlv, *next;
+		for (int l = 0; l < 2; l++)
+			for (dlv = lists[l]; dlv; dlv = next) {
+				next = dlv->next;
+				if (dlv->msg != m)
+					continue;
+				dest_unlist(d, dlv);
+				m->ndeliveries--;
+				free(((struct delivery_x *)dlv)->verdict);
+				free(dlv->ridx);
+				free(dlv);
+			}
+	}
+}
+
+static int
+msg_cmp_time(const void *a, const void *b)
+{
+	const struct qmsg *x = *(const struct qmsg *const *)a;
+	const struct qmsg *y = *(const struct qmsg *const *)b;
+
+	if (x->env.time_ms != y->env.time_ms)
+		return x->env.time_ms < y->env.time_ms ? -1 : 1;
+	return strcmp(x->env.id, y->env.id);
+}
+
+static void
+admin_queue(struct queue *q, struct buf *out)
+{
+	uint64_t now = util_now_ms();
+	struct qmsg **v;
+	size_t n = 0;
+
+	if (q->nmsgs == 0) {
+		buf_printf(out, "Mail queue is empty\n");
+		return;
+	}
+	if ((v = calloc(q->nmsgs, sizeof(*v))) == NULL) {
+		buf_printf(out, "out of memory\n");
+		return;
+	}
+	for (struct qmsg *m = q->msgs; m && n < q->nmsgs; m = m->next)
+		v[n++] = m;
+	qsort(v, n, sizeof(*v), msg_cmp_time);
+	for (size_t i = 0; i < n; i++) {
+		struct qmsg *m = v[i];
+		char age[16];
+
+		fmt_dur(age, sizeof(age), now > m->env.time_ms ?
+		    now - m->env.time_ms : 0);
+		buf_printf(out, "%s %5s %8llu <%s>%s\n", m->env.id, age,
+		    (unsigned long long)m->env.content_size, m->env.sender,
+		    m->hold ? " (held)" : "");
+		for (size_t r = 0; r < m->env.nrcpt; r++) {
+			char when[16];
+			if (m->rstate[r] != RCPT_PENDING)
+				continue;
+			buf_printf(out, "        <%s>", m->env.rcpt[r]);
+			if (m->rnext[r] > now) {
+				fmt_dur(when, sizeof(when), m->rnext[r] - now);
+				buf_printf(out, " next retry in %s", when);
+			}
+			if (m->rerr[r])
+				buf_printf(out, " (%s)", m->rerr[r]);
+			buf_printf(out, "\n");
+		}
+		buf_printf(out, "\n");
+	}
+	buf_printf(out, "%zu message%s in queue\n", n, n == 1 ? "" : "s");
+	free(v);
+}
+
+/* qshape: per destination, deliveries by age (minutes). */
+static void
+admin_summary(struct queue *q, struct buf *out)
+{
+	static const unsigned edges[] = { 5, 10, 20, 40, 80, 160, 320, 640, 1280 };
+	enum { NB = sizeof(edges) / sizeof(edges[0]) + 1 };
+	unsigned tot[NB + 1] = { 0 };
+	uint64_t now = util_now_ms();
+
+	buf_printf(out, "%-40s %6s", "destination", "T");
+	for (size_t b = 0; b < NB - 1; b++)
+		buf_printf(out, " %5u", edges[b]);
+	buf_printf(out, " %5s\n", "1280+");
+	for (struct dest *d = q->dests; d; d = d->next) {
+		unsigned cnt[NB + 1] = { 0 };
+		struct delivery *lists[2] = { d->ready, d->deferred };
+		for (int l = 0; l < 2; l++)
+			for (struct delivery *dlv = lists[l]; dlv; dlv = dlv->next) {
+				uint64_t min = (now - dlv->msg->env.time_ms) / 60000;
+				size_t b = 0;
+				while (b < NB - 1 && min >= edges[b])
+					b++;
+				cnt[b]++;
+				cnt[NB]++;
+			}
+		if (cnt[NB] == 0)
+			continue;
+		buf_printf(out, "%-40s %6u", d->key, cnt[NB]);
+		for (size_t b = 0; b < NB; b++) {
+			buf_printf(out, " %5u", cnt[b]);
+			tot[b] += cnt[b];
+		}
+		tot[NB] += cnt[NB];
+		buf_printf(out, "\n");
+	}
+	buf_printf(out, "%-40s %6u", "TOTAL", tot[NB]);
+	for (size_t b = 0; b < NB; b++)
+		buf_printf(out, " %5u", tot[b]);
+	buf_printf(out, "\n");
+}
+
+static void
+admin_status(struct queue *q, struct smtp_server *srv, struct buf *out)
+{
+	uint64_t now = util_now_ms(), sec = now / 1000;
+	unsigned recv = 0, dlv = 0, pending = 0, conns = 0;
+	char up[16];
+
+	for (size_t i = 0; i < 60; i++)
+		if (q->count_sec[i] + 60 > sec) {
+			recv += q->recv_count[i];
+			dlv += q->dlv_count[i];
+		}
+	for (struct qmsg *m = q->msgs; m; m = m->next)
+		pending += (unsigned)m->npending;
+	for (struct dest *d = q->dests; d; d = d->next)
+		conns += d->nconns;
+	fmt_dur(up, sizeof(up), now - q->start_ms);
+	buf_printf(out, "petrel %s, pid %d, up %s\n", PETREL_VERSION,
+	    (int)getpid(), up);
+	buf_printf(out, "sessions in: %u\n", srv ? smtp_server_sessions(srv) : 0);
+	buf_printf(out, "connections out: %u\n", conns);
+	buf_printf(out, "queue: %u messages, %u recipients pending%s\n",
+	    q->nmsgs, pending, q->cfg->queue_only ? " (queue_only)" : "");
+	buf_printf(out, "last minute: %u messages received, %u recipients "
+	    "delivered\n", recv, dlv);
+	for (struct dest *d = q->dests; d; d = d->next) {
+		if (d->nconns == 0 && d->nready == 0 && d->ndeferred == 0)
+			continue;
+		buf_printf(out, "%s: %zu ready, %zu deferred, %u connections",
+		    d->key, d->nready, d->ndeferred, d->nconns);
+		if (d->backoff_until > now) {
+			char b[16];
+			fmt_dur(b, sizeof(b), d->backoff_until - now);
+			buf_printf(out, ", backing off %s (%s)", b,
+			    d->last_error ? d->last_error : "");
+		}
+		buf_printf(out, "\n");
+		for (struct mta_conn *c = d->conns; c; c = mta_conn_next(c)) {
+			char line[512];
+			mta_conn_describe(c, line, sizeof(line));
+			buf_printf(out, "    %s\n", line);
+		}
+	}
+}
+
+int
+queue_admin(struct queue *q, struct smtp_server *srv, const char *line,
+            struct buf *out)
+{
+	char cmd[32], arg[256];
+	struct qmsg *m = NULL;
+	const char *sp = strchr(line, ' ');
+	size_t clen = sp ? (size_t)(sp - line) : strlen(line);
+
+	if (clen == 0 || clen >= sizeof(cmd)) {
+		buf_printf(out, "ERR empty or unknown command\n");
+		return -1;
+	}
+	memcpy(cmd, line, clen);
+	cmd[clen] = '\0';
+	snprintf(arg, sizeof(arg), "%s", sp ? sp + 1 : "");
+	if (strcmp(cmd, "queue") == 0) {
+		admin_queue(q, out);
+		return 0;
+	}
+	if (strcmp(cmd, "summary") == 0) {
+		admin_summary(q, out);
+		return 0;
+	}
+	if (strcmp(cmd, "status") == 0) {
+		admin_status(q, srv, out);
+		return 0;
+	}
+	if (strcmp(cmd, "flush") == 0) {
+		unsigned n = queue_wake(q, NULL, arg[0] ? arg : NULL);
+		log_info("flush%s%s requested: %u deliveries released", arg[0] ?
+		    " of " : "", arg, n);
+		buf_printf(out, "%u deliver%s scheduled now\n", n,
+		    n == 1 ? "y" : "ies");
+		return 0;
+	}
+	if (strcmp(cmd, "inject") == 0) {
+		queue_inject(q, arg);
+		if (msg_find(q, arg) == NULL) {
+			buf_printf(out, "ERR %s: not found in the spool\n", arg);
+			return -1;
+		}
+		buf_printf(out, "%s queued\n", arg);
+		return 0;
+	}
+	if (strcmp(cmd, "deliver") != 0 && strcmp(cmd, "hold") != 0 &&
+	    strcmp(cmd, "release") != 0 && strcmp(cmd, "remove") != 0 &&
+	    strcmp(cmd, "bounce") != 0) {
+		buf_printf(out, "ERR unknown command '%s'\n", cmd);
+		return -1;
+	}
+	if (arg[0] == '\0' || (m = msg_find(q, arg)) == NULL || m->finalizing) {
+		buf_printf(out, "ERR %s: no such message in the queue\n",
+		    arg[0] ? arg : "(no id)");
+		return -1;
+	}
+	if (strcmp(cmd, "deliver") == 0) {
+		unsigned n;
+		if (m->hold) {
+			buf_printf(out, "ERR %s is held: release it first\n", arg);
+			return -1;
+		}
+		n = queue_wake(q, m, NULL);
+		buf_printf(out, "%s: %u deliver%s scheduled now\n", arg, n,
+		    n == 1 ? "y" : "ies");
+	} else if (strcmp(cmd, "hold") == 0) {
+		m->hold = 1;
+		journal(q, m, 'H', 0, NULL);
+		log_info("%s held by the administrator", m->env.id);
+		buf_printf(out, "%s held\n", arg);
+	} else if (strcmp(cmd, "release") == 0) {
+		m->hold = 0;
+		journal(q, m, 'U', 0, NULL);
+		log_info("%s released by the administrator", m->env.id);
+		queue_wake(q, m, NULL);
+		for (struct dest *d = q->dests; d; d = d->next)
+			if (d->nready > 0)
+				dest_kick(q, d);
+		buf_printf(out, "%s released\n", arg);
+	} else if (strcmp(cmd, "remove") == 0) {
+		journal(q, m, 'X', 0, NULL);
+		m->removed = 1;
+		msg_unqueue(q, m);
+		for (size_t r = 0; r < m->env.nrcpt; r++)
+			if (m->rstate[r] == RCPT_PENDING) {
+				m->rstate[r] = RCPT_FAILED;
+				m->npending--;
+			}
+		log_info("%s removed by the administrator", m->env.id);
+		buf_printf(out, "%s removed\n", arg);
+		msg_maybe_finalize(q, m);
+	} else { /* bounce */
+		msg_unqueue(q, m);
+		for (size_t r = 0; r < m->env.nrcpt; r++) {
+			if (m->rstate[r] != RCPT_PENDING)
+				continue;
+			log_info("%s ** %s: returned to sender by the administrator",
+			    m->env.id, m->env.rcpt[r]);
+			rcpt_final(q, m, r, 0, "550 5.0.0 returned to sender by "
+			    "the administrator");
+		}
+		buf_printf(out, "%s returned to sender\n", arg);
+		msg_maybe_finalize(q, m);
+	}
+	return 0;
+}
+
+void
+queue_reconfigure(struct queue *q, const struct config *cfg)
+{
+	q->cfg = cfg;
+	for (struct dest *d = q->dests; d; d = d->next)
+		d->conf = config_find_dest(cfg, d->domain);
 }

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "dns.h"
+#include "buf.h"
 #include "spool_format.h"
 
 struct event_base;
@@ -43,7 +44,8 @@ struct qmsg {
 	size_t npending;           /* recipients not final */
 	unsigned journal_pending;  /* journal writes not yet durable */
 	unsigned ndeliveries;      /* deliveries alive for this message */
-	int hold;
+	int hold;                  /* held by the administrator (journaled) */
+	int removed;               /* removed by the administrator: no bounce */
 	int finalizing;
 	struct qmsg *next, *prev;  /* all messages */
 };
@@ -94,6 +96,13 @@ struct queue *queue_new(struct event_base *base, const struct config *cfg,
                         struct spool *sp, struct dns *dns);
 void queue_free(struct queue *q);
 
+/*
+ * SIGHUP: use cfg from now on (routing of new messages, limits, retries);
+ * existing destinations take their new [destination] settings. The old
+ * config must stay allocated (connections point into it).
+ */
+void queue_reconfigure(struct queue *q, const struct config *cfg);
+
 /* Scan the spool (at start): load every message and its journal. */
 int queue_load(struct queue *q);
 
@@ -132,6 +141,16 @@ void queue_conn_ok(struct queue *q, struct dest *d);
 
 struct spool *queue_spool(struct queue *q);
 const struct config *queue_config(struct queue *q);
+
+/*
+ * Administration (control socket): run one request line ("queue", "summary",
+ * "status", "flush [DOMAIN]", "deliver ID", "hold ID", "release ID",
+ * "remove ID", "bounce ID", "inject ID") and append its output to out.
+ * Returns 0, or -1 with "ERR <reason>\n" in out.
+ */
+struct smtp_server;
+int queue_admin(struct queue *q, struct smtp_server *srv, const char *line,
+                struct buf *out);
 
 /* Counters for status/tests. */
 unsigned queue_messages(const struct queue *q);

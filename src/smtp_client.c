@@ -1111,6 +1111,18 @@ mta_conn_kick(struct mta_conn *c)
 	 * alive here (conn_pump never closes it). */
 }
 
+void
+mta_conn_describe(const struct mta_conn *c, char *buf, size_t len)
+{
+	const char *tls = c->io ? io_tls_info(c->io) : NULL;
+
+	snprintf(buf, len, "C=%u H=%s [%s]:%d %s %s%s%s, %u messages, %u in "
+	    "flight, %llus old", c->id, c->hops.nhosts ? conn_host(c) : "-",
+	    c->ip, c->port, cstate_names[c->state], tls ? tls : "no TLS",
+	    c->pipelining ? " L" : "", c->chunking ? " K" : "", c->msgs, c->ntx,
+	    (unsigned long long)((util_now_ms() - c->opened_ms) / 1000));
+}
+
 struct mta_conn *
 mta_conn_next(const struct mta_conn *c)
 {

@@ -36,6 +36,9 @@ int mta_conn_starting(const struct mta_conn *c);
 
 struct mta_conn *mta_conn_next(const struct mta_conn *c);
 
+/* One line for `petrel status`: "C=3 H=host [ip]:port READY TLS1.3:... 17 messages, 2 in flight". */
+void mta_conn_describe(const struct mta_conn *c, char *buf, size_t len);
+
 /* Close at once (shutdown): in-flight deliveries are re-queued. */
 void mta_conn_abort(struct mta_conn *c);
 

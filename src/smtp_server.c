@@ -1140,6 +1140,12 @@ smtp_server_new(struct event_base *base, const struct config *cfg)
 }
 
 void
+smtp_server_set_config(struct smtp_server *srv, const struct config *cfg)
+{
+	srv->cfg = cfg;
+}
+
+void
 smtp_server_set_spool(struct smtp_server *srv, struct spool *sp)
 {
 	srv->spool = sp;

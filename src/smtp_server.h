@@ -26,6 +26,9 @@ struct smtp_server *smtp_server_new(struct event_base *base,
                                     const struct config *cfg);
 void smtp_server_set_spool(struct smtp_server *srv, struct spool *sp);
 void smtp_server_free(struct smtp_server *srv);
+/* SIGHUP: new relay, hostname and session-limit settings for new commands
+ * (the old config must stay allocated: sessions point into it). */
+void smtp_server_set_config(struct smtp_server *srv, const struct config *cfg);
 
 /* Take a freshly accepted non-blocking socket. Closes it on failure. */
 void smtp_server_accept(struct smtp_server *srv,

@@ -607,3 +607,65 @@ spool_pending(const struct spool *sp)
 {
 	return sp->pending;
 }
+
+int
+spool_write_sync(const char *dir, const struct spool_env *env,
+                 const char *content, size_t len, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX], qdir[PATH_MAX], *envbuf = NULL;
+	size_t envlen;
+	int fd = -1, dfd = -1;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/tmp/%s", dir, env->id) >=
+	    sizeof(tmp) ||
+	    (size_t)snprintf(dst, sizeof(dst), "%s/queue/%s", dir, env->id) >=
+	    sizeof(dst) ||
+	    (size_t)snprintf(qdir, sizeof(qdir), "%s/queue", dir) >= sizeof(qdir)) {
+		util_errf(err, errlen, "spool path too long");
+		return -1;
+	}
+	if (spool_env_serialize(env, len, &envbuf, &envlen) == -1) {
+		util_errf(err, errlen, "bad envelope (address with control "
+		    "characters?)");
+		return -1;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		util_errf(err, errlen, "%s: %s", tmp, strerror(errno));
+		free(envbuf);
+		return -1;
+	}
+	if (write_all(fd, content, len) == -1 ||
+	    write_all(fd, envbuf, envlen) == -1 || fdatasync(fd) == -1) {
+		util_errf(err, errlen, "writing %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		util_errf(err, errlen, "writing %s: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) == -1) {
+		util_errf(err, errlen, "%s: %s", dst, strerror(errno));
+		goto fail;
+	}
+	if ((dfd = open(qdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    fsync(dfd) == -1) {
+		util_errf(err, errlen, "%s: %s", qdir, strerror(errno));
+		unlink(dst);
+		if (dfd != -1)
+			close(dfd);
+		free(envbuf);
+		return -1;
+	}
+	close(dfd);
+	free(envbuf);
+	return 0;
+fail:
+	if (fd != -1)
+		close(fd);
+	unlink(tmp);
+	free(envbuf);
+	return -1;
+}

@@ -89,6 +89,17 @@ int spool_remove(struct spool *sp, const char *id, spool_done_cb cb,
 int spool_msg_commit_cb(struct spool_msg *m, const struct spool_env *env,
                         spool_done_cb cb, void *arg, uint64_t token);
 
+/*
+ * Outside the daemon (petrel sendmail): write a complete message to the
+ * spool synchronously with the same guarantees (tmp file, fdatasync,
+ * rename without replacing, directory fsync). content: the message as it
+ * will be delivered (CRLF lines). Returns 0, or -1 with a reason in err and
+ * nothing left behind.
+ */
+int spool_write_sync(const char *spool_dir, const struct spool_env *env,
+                     const char *content, size_t len, char *err,
+                     size_t errlen);
+
 /* Commits handed to workers and not yet completed (for tests / status). */
 unsigned spool_pending(const struct spool *sp);
 
