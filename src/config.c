@@ -155,6 +155,9 @@ static const struct key top_keys[] = {
 	/* retry_max >= retry_initial: checked by top_close(). */
 	K("retry_max",     KT_SECONDS,  C(retry_max),     S(1), S(UINT_MAX), "1h"),
 	K("queue_only",    KT_BOOL,     C(queue_only),    0, 0,        "no"),
+	K("user",          KT_HOSTNAME, C(user),          0, 0,        NULL),
+	K("pid_file",      KT_STRING,   C(pid_file),      0, 0,        NULL),
+	K("shutdown_timeout", KT_SECONDS, C(shutdown_timeout), S(0), S(3600), "30s"),
 };
 
 /* [listen NAME] */

@@ -98,6 +98,11 @@ struct config {
 	unsigned retry_max;        /* seconds, default 3600: backoff cap */
 	int queue_only;            /* accept and queue, deliver nothing
 	                              (default no), like Exim's queue_only */
+	char *user;                /* run as this user after binding (when
+	                              started as root); NULL = stay */
+	char *pid_file;            /* NULL = none */
+	unsigned shutdown_timeout; /* seconds to finish transactions in flight
+	                              on SIGTERM, default 30 */
 	struct dest_conf dest_default; /* "*" section, or built-in defaults */
 	struct dest_conf *dest;    /* other [destination] sections, in order */
 	size_t ndest;

@@ -17,11 +17,16 @@
  * SIGUSR1 reopens the log file (logrotate); SIGHUP reloads the
  * configuration file: a bad file is reported and the old one kept.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -38,6 +43,7 @@
 #include "smtp_server.h"
 #include "spool.h"
 #include "tls.h"
+#include "util.h"
 
 static void
 usage(FILE *fp)
@@ -99,7 +105,29 @@ struct daemon {
 	size_t nretired;
 	struct queue *q;
 	struct smtp_server *srv;
+	struct spool *sp;
+	struct listeners *ls;
+	struct event *ev_drain;
+	uint64_t drain_deadline;
 };
+
+/* Shutting down: done when nothing is in flight, or at shutdown_timeout. */
+static void
+on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *dm = arg;
+	unsigned in = smtp_server_drain(dm->srv);
+	unsigned out = queue_busy(dm->q);
+	unsigned sp = spool_pending(dm->sp);
+
+	if ((in == 0 && out == 0 && sp == 0) || util_now_ms() >= dm->drain_deadline) {
+		if (in || out || sp)
+			log_info("shutdown_timeout reached: %u inbound and %u "
+			    "outbound transactions cut short (the queue keeps "
+			    "them)", in, out);
+		event_base_loopexit(dm->base, NULL);
+	}
+}
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
@@ -150,8 +178,118 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		    "log changes need a restart)", dm->cfgpath);
 		return;
 	}
-	log_info("received signal %d, shutting down", (int)sig);
-	event_base_loopexit(dm->base, NULL);
+	if (dm->ev_drain) {
+		log_info("received signal %d again, stopping now", (int)sig);
+		event_base_loopexit(dm->base, NULL);
+		return;
+	}
+	log_info("received signal %d, shutting down (finishing transactions "
+	    "for up to %us)", (int)sig, dm->cfg->shutdown_timeout);
+	listeners_close(dm->ls); /* stop accepting */
+	dm->ls = NULL;
+	queue_drain(dm->q);
+	dm->drain_deadline = util_now_ms() +
+	    (uint64_t)dm->cfg->shutdown_timeout * 1000;
+	dm->ev_drain = event_new(dm->base, -1, EV_PERSIST, on_drain_tick, dm);
+	if (dm->ev_drain == NULL) {
+		event_base_loopexit(dm->base, NULL);
+		return;
+	}
+	{
+		struct timeval tv = { 0, 100000 };
+		event_add(dm->ev_drain, &tv);
+	}
+	on_drain_tick(-1, 0, dm);
+}
+
+/* Refuses to start when the pid file names a live process. */
+static int
+pidfile_write(const char *path, char *err, size_t errlen)
+{
+	FILE *fp;
+	long pid;
+
+	if ((fp = fopen(path, "r")) != NULL) {
+		if (fscanf(fp, "%ld", &pid) == 1 && pid > 0 && pid != getpid() &&
+		    kill((pid_t)pid, 0) == 0) {
+			fclose(fp);
+			util_errf(err, errlen, "already running (pid %ld in %s)",
+			    pid, path);
+			return -1;
+		}
+		fclose(fp);
+	}
+	if ((fp = fopen(path, "w")) == NULL) {
+		util_errf(err, errlen, "pid_file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	fprintf(fp, "%ld\n", (long)getpid());
+	if (fclose(fp) != 0) {
+		util_errf(err, errlen, "pid_file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+chown_tree(const char *dir, uid_t uid, gid_t gid, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (chown(dir, uid, gid) == -1 || depth == 0)
+		return;
+	if ((d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char path[PATH_MAX];
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir,
+		    de->d_name) >= sizeof(path))
+			continue;
+		chown_tree(path, uid, gid, depth - 1);
+	}
+	closedir(d);
+}
+
+/*
+ * Started as root with `user` set: hand the spool and the log to that user
+ * (spool mode 0700) and become it. The listeners are already bound.
+ */
+static int
+drop_privileges(const struct config *cfg, char *err, size_t errlen)
+{
+	struct passwd *pw;
+
+	if (cfg->user == NULL)
+		return 0;
+	if (geteuid() != 0) {
+		log_info("user = %s ignored: not started as root", cfg->user);
+		return 0;
+	}
+	if ((pw = getpwnam(cfg->user)) == NULL) {
+		util_errf(err, errlen, "user %s does not exist (make install "
+		    "creates the petrel user)", cfg->user);
+		return -1;
+	}
+	chown_tree(cfg->spool_dir, pw->pw_uid, pw->pw_gid, 2);
+	chmod(cfg->spool_dir, 0700);
+	if (strcmp(cfg->log_file, "-") != 0 &&
+	    chown(cfg->log_file, pw->pw_uid, pw->pw_gid) == -1)
+		log_info("log_file %s: chown: %s", cfg->log_file, strerror(errno));
+	if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1) {
+		util_errf(err, errlen, "cannot become user %s: %s", cfg->user,
+		    strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		util_errf(err, errlen, "privileges could not be dropped");
+		return -1;
+	}
+	log_info("running as user %s (uid %d)", pw->pw_name, (int)pw->pw_uid);
+	return 0;
 }
 
 static void
@@ -175,7 +313,7 @@ cmd_serve(const char *cfgpath, int foreground)
 	static const int sigs[4] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 	struct daemon dm = { 0 };
 	char err[1024];
-	int rc = 1;
+	int rc = 1, pidfile_written = 0;
 
 	if (cfg == NULL)
 		return 78; /* EX_CONFIG */
@@ -219,11 +357,26 @@ cmd_serve(const char *cfgpath, int foreground)
 		fprintf(stderr, "petrel: daemon: %s\n", strerror(errno));
 		goto done;
 	}
+	if (cfg->pid_file) {
+		if (pidfile_write(cfg->pid_file, err, sizeof(err)) == -1) {
+			fprintf(stderr, "petrel: %s\n", err);
+			log_info("not starting: %s", err);
+			goto done;
+		}
+		pidfile_written = 1;
+	}
+	if (drop_privileges(cfg, err, sizeof(err)) == -1) {
+		fprintf(stderr, "petrel: %s\n", err);
+		log_info("not starting: %s", err);
+		goto done;
+	}
 	dm.base = base;
 	dm.cfgpath = cfgpath;
 	dm.cfg = cfg;
 	dm.q = q;
 	dm.srv = srv;
+	dm.sp = sp;
+	dm.ls = ls;
 	for (size_t i = 0; i < 4; i++) {
 		ev_sig[i] = evsignal_new(base, sigs[i], on_signal, &dm);
 		if (ev_sig[i])
@@ -238,7 +391,11 @@ cmd_serve(const char *cfgpath, int foreground)
 	rc = 0;
 done:
 	control_close(ctl);
-	listeners_close(ls);
+	listeners_close(dm.base ? dm.ls : ls);
+	if (dm.ev_drain)
+		event_free(dm.ev_drain);
+	if (pidfile_written)
+		unlink(cfg->pid_file);
 	smtp_server_free(srv);
 	queue_free(q);
 	dns_free(dns);

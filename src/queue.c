@@ -62,6 +62,7 @@ struct queue {
 	uint64_t next_token;
 	struct event *ev_tick;
 	int stopping;
+	int draining;
 	int loading;
 	uint64_t start_ms;
 	/* Per-second counters of the last minute, for `petrel status`. */
@@ -563,7 +564,7 @@ dest_kick(struct queue *q, struct dest *d)
 	uint64_t now = util_now_ms();
 	struct mta_conn *c;
 
-	if (q->stopping || d->nready == 0 || q->cfg->queue_only)
+	if (q->stopping || q->draining || d->nready == 0 || q->cfg->queue_only)
 		return;
 	for (c = d->conns; c && d->nready > 0; c = mta_conn_next(c))
 		mta_conn_kick(c);
@@ -584,6 +585,8 @@ queue_take(struct dest *d)
 {
 	struct delivery *dlv;
 
+	if (d->q_draining)
+		return NULL;
 	for (dlv = d->ready; dlv; dlv = dlv->next)
 		if (!dlv->msg->hold)
 			break;
@@ -1486,4 +1489,32 @@ queue_reconfigure(struct queue *q, const struct config *cfg)
 	q->cfg = cfg;
 	for (struct dest *d = q->dests; d; d = d->next)
 		d->conf = config_find_dest(cfg, d->domain);
+}
+
+void
+queue_drain(struct queue *q)
+{
+	q->draining = 1;
+	for (struct dest *d = q->dests; d; d = d->next) {
+		d->q_draining = 1;
+		for (struct mta_conn *c = d->conns; c; c = mta_conn_next(c))
+			mta_conn_kick(c); /* idle ones QUIT */
+	}
+}
+
+int
+queue_draining(const struct queue *q)
+{
+	return q->draining;
+}
+
+unsigned
+queue_busy(const struct queue *q)
+{
+	unsigned n = 0;
+
+	for (const struct dest *d = q->dests; d; d = d->next)
+		for (const struct mta_conn *c = d->conns; c; c = mta_conn_next(c))
+			n += mta_conn_busy(c);
+	return n;
 }

@@ -87,6 +87,7 @@ struct dest {
 	uint64_t hops_expire;
 	int resolving;
 	uint64_t token;            /* dns lookups are matched by this */
+	int q_draining;            /* the queue is shutting down */
 	struct dest *next;
 };
 
@@ -102,6 +103,15 @@ void queue_free(struct queue *q);
  * config must stay allocated (connections point into it).
  */
 void queue_reconfigure(struct queue *q, const struct config *cfg);
+
+/*
+ * Shutting down: start no new transaction; idle connections QUIT, busy
+ * ones QUIT after their transactions. queue_busy() counts transactions
+ * still in flight.
+ */
+void queue_drain(struct queue *q);
+int queue_draining(const struct queue *q);
+unsigned queue_busy(const struct queue *q);
 
 /* Scan the spool (at start): load every message and its journal. */
 int queue_load(struct queue *q);

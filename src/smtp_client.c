@@ -1025,7 +1025,8 @@ conn_exhausted(const struct mta_conn *c)
 {
 	uint64_t age_ms = util_now_ms() - c->opened_ms;
 
-	return c->msgs >= c->conf->max_messages_per_connection ||
+	return c->d->q_draining ||
+	    c->msgs >= c->conf->max_messages_per_connection ||
 	    (c->ehlo.mailmax && c->msgs >= c->ehlo.mailmax) ||
 	    age_ms >= (uint64_t)c->conf->max_connection_age * 1000;
 }
@@ -1046,6 +1047,12 @@ mta_conn_has_room(const struct mta_conn *c)
 		return c->ntx < 2;
 	}
 	return c->ntx == 0;
+}
+
+unsigned
+mta_conn_busy(const struct mta_conn *c)
+{
+	return c->ntx;
 }
 
 int

@@ -133,6 +133,7 @@ struct smtp_server {
 	struct spool *spool;
 	unsigned nsessions;
 	uint64_t next_id;
+	int draining;
 	void (*on_queued)(void *, const char *);
 	void *on_queued_arg;
 	struct session *hash[SESSION_HASH];
@@ -1006,6 +1007,12 @@ session_process(struct session *s)
 		}
 		if (s->state != S_COMMAND)
 			break;
+		if (s->srv->draining && !s->in_tx) {
+			reply(s, "421 4.3.2 %s Service shutting down",
+			    s->srv->cfg->hostname);
+			session_close(s);
+			break;
+		}
 		if (s->errors >= s->conf->max_errors) {
 			log_info("s%llu H=%s [%s] too many errors (%u), closing",
 			    (unsigned long long)s->id,
@@ -1168,6 +1175,32 @@ smtp_server_on_queued(struct smtp_server *srv,
 {
 	srv->on_queued = fn;
 	srv->on_queued_arg = arg;
+}
+
+unsigned
+smtp_server_drain(struct smtp_server *srv)
+{
+	unsigned busy = 0;
+
+	srv->draining = 1;
+	for (size_t i = 0; i < SESSION_HASH; i++)
+		for (struct session *s = srv->hash[i]; s; s = s->hnext) {
+			if (s->state == S_CLOSING)
+				continue;
+			if (s->in_tx || s->state == S_DATA || s->state == S_BDAT ||
+			    s->state == S_SPOOLING) {
+				busy++;
+				continue;
+			}
+			if (s->state == S_COMMAND || s->state == S_GREETING) {
+				if (s->ev_greet)
+					event_del(s->ev_greet);
+				reply(s, "421 4.3.2 %s Service shutting down",
+				    srv->cfg->hostname);
+				session_close(s);
+			}
+		}
+	return busy;
 }
 
 unsigned

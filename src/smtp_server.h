@@ -41,6 +41,13 @@ void smtp_server_spool_done(uint64_t token, const char *id, int err,
 
 unsigned smtp_server_sessions(const struct smtp_server *srv);
 
+/*
+ * Shutting down: close idle sessions (421), and from now on close each
+ * session as soon as its transaction is over. Returns the number of
+ * sessions still in a transaction.
+ */
+unsigned smtp_server_drain(struct smtp_server *srv);
+
 /* Called with the queue id of each message once it is durable (delivery). */
 void smtp_server_on_queued(struct smtp_server *srv,
                            void (*fn)(void *arg, const char *id), void *arg);
