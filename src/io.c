@@ -114,6 +114,16 @@ io_dispatch(struct io *io, enum io_event ev)
 	return 0;
 }
 
+/* Idle connections keep no large buffers (memory per idle session). */
+static void
+io_trim(struct io *io)
+{
+	if (buf_len(&io->in) == 0 && io->in.cap > 4096)
+		buf_free(&io->in);
+	if (buf_len(&io->out) == 0 && io->out.cap > 4096)
+		buf_free(&io->out);
+}
+
 static void
 io_update(struct io *io)
 {
@@ -121,6 +131,7 @@ io_update(struct io *io)
 
 	if (io->dead)
 		return;
+	io_trim(io);
 	if (io->connecting) {
 		want_read = 0;
 		want_write = 1;

@@ -30,7 +30,7 @@
 
 #define NPOS ((size_t)-1)
 
-/* ---- character classes (ASCII only) ----------------------------------- */
+/* ---- character classes (ASCII only) -------------------------------------- */
 
 static int
 is_wsp(unsigned char c)
@@ -60,7 +60,7 @@ lower(unsigned char c)
 	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
 }
 
-/* ---- header fields ------------------------------------------------------ */
+/* ---- header fields ------------------------------------------------------- */
 
 /* Length of the line break at msg[i] (1 for LF, 2 for CRLF), else 0. */
 static size_t
@@ -79,7 +79,8 @@ msghdr_next(const char *msg, size_t len, size_t *pos, struct msghdr_field *f)
 	size_t i = *pos, j, k, vend, end;
 	const char *lf;
 
-	if (i >= len || eol_len(msg, len, i) > 0 || is_wsp((unsigned char)msg[i]))
+	if (i >= len || eol_len(msg, len, i) > 0 ||
+	    is_wsp((unsigned char)msg[i]))
 		return 0;
 	for (j = i; j < len && is_ftext((unsigned char)msg[j]); j++)
 		;
@@ -138,7 +139,8 @@ msghdr_name_is(const struct msghdr_field *f, const char *name)
 	if (f->namelen != n)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (lower((unsigned char)f->name[i]) != lower((unsigned char)name[i]))
+		if (lower((unsigned char)f->name[i]) !=
+		    lower((unsigned char)name[i]))
 			return 0;
 	return 1;
 }
@@ -182,7 +184,7 @@ msghdr_unfold(const char *v, size_t len, char *out, size_t outlen)
 	return o;
 }
 
-/* ---- lexical pieces of address lists ------------------------------------ */
+/* ---- lexical pieces of address lists ------------------------------------- */
 
 /* s[i] == '(': index after the matching ')' (comments nest), or NPOS. */
 static size_t
@@ -317,19 +319,16 @@ addr_spec(const char *s, size_t i, size_t e, char *out, size_t outlen)
 				return -1;
 		} else {
 			for (;;) {    /* atom *("." atom) */
-				n = atom_end(s, e, i);
-				if (n == i || put(out, outlen, &o, s, i, n) == -1 ||
+				if ((n = atom_end(s, e, i)) == i ||
+				    put(out, outlen, &o, s, i, n) == -1 ||
 				    (i = skip_cfws(s, e, n)) == NPOS)
 					return -1;
-				if (i < e && s[i] == '.') {
-					if (put(out, outlen, &o, s, i, i + 1) ==
-					    -1 ||
-					    (i = skip_cfws(s, e, i + 1)) == NPOS ||
-					    i >= e)
-						return -1;
-					continue;
-				}
-				break;
+				if (i >= e || s[i] != '.')
+					break;
+				if (put(out, outlen, &o, s, i, i + 1) == -1 ||
+				    (i = skip_cfws(s, e, i + 1)) == NPOS ||
+				    i >= e)
+					return -1;
 			}
 		}
 	}
@@ -392,7 +391,7 @@ mailbox_parse(const char *s, size_t b, size_t e, char *out, size_t outlen)
 	return addr_spec(s, i, gt, out, outlen);
 }
 
-/* ---- address lists ------------------------------------------------------ */
+/* ---- address lists ------------------------------------------------------- */
 
 void
 msghdr_alist_init(struct msghdr_alist *a, const char *s, size_t len)
@@ -489,7 +488,7 @@ fail:
 	return -1;
 }
 
-/* ---- display names ------------------------------------------------------ */
+/* ---- display names ------------------------------------------------------- */
 
 /* Length of the valid UTF-8 sequence at s[0..len) (2 to 4), or 0. */
 static size_t
@@ -579,7 +578,8 @@ msghdr_phrase(const char *name, size_t len, char *out, size_t outlen)
 			size_t e = i, q;
 
 			while (e < n) {
-				size_t k = t[e] < 0x80 ? 1 : utf8_seq(t + e, n - e);
+				size_t k = t[e] < 0x80 ? 1
+				                       : utf8_seq(t + e, n - e);
 				if (e + k - i > 45)
 					break;
 				e += k;

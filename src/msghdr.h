@@ -86,10 +86,11 @@ void msghdr_alist_init(struct msghdr_alist *a, const char *s, size_t len);
  * comments and folding white space removed, quoted strings and domain
  * literals kept as written, source route dropped; it may lack "@domain"
  * (a bare local name such as "root": the caller qualifies it). Returns 0
- * at the end of the list. Returns -1 for a malformed element or one whose
- * addr-spec does not fit in outlen - 1 octets: out is "", and *bad and
- * *badlen (if not NULL) delimit the element as written (trimmed), inside
- * s; the iterator has moved past it, so the caller may go on.
+ * at the end of the list. Returns -1 for a malformed element, one whose
+ * addr-spec holds a NUL, CR or LF octet, or one whose addr-spec does not
+ * fit in outlen - 1 octets: out is "", and *bad and *badlen (if not NULL)
+ * delimit the element as written (trimmed), inside s; the iterator has
+ * moved past it, so the caller may go on.
  */
 int msghdr_alist_next(struct msghdr_alist *a, char *out, size_t outlen,
                       const char **bad, size_t *badlen);

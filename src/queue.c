@@ -1049,11 +1049,22 @@ queue_load(struct queue *q)
 	}
 	q->loading = 0;
 	closedir(dir);
-	/* A journal whose message is gone was left by a crash during removal. */
+	/*
+	 * A journal whose message file is gone was left by a crash during
+	 * removal (the message file goes first). A journal whose message file
+	 * is still there belongs to it, even if the message was just
+	 * finalized and its removal is still queued: never delete that one,
+	 * or a crash now would deliver its recipients again.
+	 */
 	snprintf(path, sizeof(path), "%s/journal", q->cfg->spool_dir);
 	if ((dir = opendir(path)) != NULL) {
+		char qpath[PATH_MAX];
 		while ((de = readdir(dir)) != NULL) {
 			if (de->d_name[0] == '.' || msg_find(q, de->d_name))
+				continue;
+			if ((size_t)snprintf(qpath, sizeof(qpath), "%s/queue/%s",
+			    q->cfg->spool_dir, de->d_name) >= sizeof(qpath) ||
+			    access(qpath, F_OK) == 0 || errno != ENOENT)
 				continue;
 			log_info("%s removing stale journal", de->d_name);
 			unlinkat(dirfd(dir), de->d_name, 0);

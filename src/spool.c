@@ -188,10 +188,11 @@ spool_remove_one(struct spool *sp, struct spool_msg *m)
 	char path[PATH_MAX];
 	int err = 0;
 
-	/* The message first: a journal without its message is ignored. */
+	/* The message first: a journal without its message is ignored. If
+	 * the message stays, its journal must stay too. */
 	if (spool_path(sp, "queue", m->id, path, sizeof(path)) == 0 &&
 	    unlink(path) == -1 && errno != ENOENT)
-		err = errno;
+		return errno;
 	if (spool_path(sp, "journal", m->id, path, sizeof(path)) == 0 &&
 	    unlink(path) == -1 && errno != ENOENT)
 		err = errno;

@@ -655,7 +655,7 @@ def check_final_copies(sink, msgs, expect_rcpts):
 
 def check_replies_match_postfix(dl, pf):
     """Each "=>" line quotes Postfix's "250 2.0.0 Ok: N bytes queued as
-    QID"; Postfix's own log must show QID relayed to that very recipient
+    QID" (BDAT; "Ok: queued as QID" after DATA); Postfix's own log must show QID relayed to that very recipient
     (replies matched to the wrong transaction would name another QID), and
     all recipients of one Petrel message share one QID."""
     sent = {}
@@ -666,9 +666,11 @@ def check_replies_match_postfix(dl, pf):
     qid_of = {}
     problems = []
     for d in dl:
-        m = re.match(r"250 2\.0\.0 Ok: (\d+) bytes queued as ([0-9A-F]+)$", d["reply"])
-        if not m:
-            problems.append(f"not Postfix's BDAT reply: {d['line']}")
+        m = re.match(r"250 2\.0\.0 Ok: (?:(\d+) bytes )?queued as ([0-9A-F]+)$",
+                     d["reply"])
+        if not m or bool(m.group(1)) != bool(d["K"]):
+            problems.append(f"not Postfix's {'BDAT' if d['K'] else 'DATA'} reply: "
+                            f"{d['line']}")
             continue
         if d["rcpt"] not in sent.get(m.group(2), ()):
             problems.append(f"Postfix queue id {m.group(2)} did not carry {d['rcpt']}: "
@@ -857,4 +859,52 @@ def test_postfix_rejects_recipient_bounce(petrel_factory, postfix_factory, final
         postfix_sessions(pf)), 10, "Postfix's disconnect lines")
     assert sum(int(s.get("mail", 0)) for s in sess) == len(msgs), [s["line"] for s in sess]
     print(f"postfix rejects {mode}: {len(opened)} connection(s), {len(hs)} TLS "
+          f"handshake(s), sessions: " + "; ".join(s["line"].split("] ", 1)[1] for s in sess))
+
+
+@pytest.mark.parametrize("discard", ["chunking", "pipelining", "pipelining, chunking"])
+def test_postfix_without_extensions(petrel_factory, postfix_factory, final_sink, discard):
+    """Postfix hides extensions (smtpd_discard_ehlo_keywords); Petrel must
+    fall back (DATA without CHUNKING, lock-step without PIPELINING) and,
+    with a backlog ready, still satisfy a Postfix that hangs up on
+    improper pipelining (smtpd_forbid_unauth_pipelining): without
+    CHUNKING, content end and the next MAIL/RCPT/DATA may share a write
+    (RFC 2920), a DATA must not be followed by content before 354."""
+    pf = postfix_factory(final_sink.port,
+                         main_extra={"smtpd_discard_ehlo_keywords": discard})
+    p = make_petrel(petrel_factory, pf.port, final_sink.port)
+    msgs = [make_msg("ext", i, [f"x{i}-{k}@{PEER}" for k in range(3 if i % 5 == 0 else 1)],
+                     size=(300 * 1024 if i == 7 else 0)) for i in range(30)]
+    n_rcpts = sum(len(m.rcpts) for m in msgs)
+    submit(p, msgs, "backlog")
+    wait_completed(p, msgs)
+    wait_final(final_sink, p, n_rcpts, pf)
+    pf.wait_maillog(r"status=sent", count=len(msgs))
+    check_log_clean(p)
+    dl = deliveries(p)
+    assert sorted((d["id"], d["rcpt"]) for d in dl) == \
+        sorted((m.qid, r) for m in msgs for r in m.rcpts)
+    pipelining, chunking = "pipelining" not in discard, "chunking" not in discard
+    for d in dl:
+        assert d["tls"] and d["tls"].startswith("TLS1."), d["line"]
+        assert bool(d["L"]) == pipelining, f"'L' must be {pipelining}: {d['line']}"
+        assert bool(d["K"]) == chunking, f"'K' must be {chunking}: {d['line']}"
+    check_replies_match_postfix(dl, pf)
+    check_final_copies(final_sink, msgs, lambda m: m.rcpts)
+    opened = opened_conns(p, pf.port)
+    closed = wait_closed(p, opened)
+    assert all(closed[c][1] is None for c in opened), f"not idle closes: {closed}"
+    hs = check_postfix_side(p, pf, len(opened))
+    sess = wait_until(lambda: (lambda s: s if len(s) >= len(opened) else None)(
+        postfix_sessions(pf)), 10, "Postfix's disconnect lines")
+    assert len(sess) == len(opened)
+    used = [s for s in sess if "mail" in s]
+    assert sum(int(s["mail"]) for s in used) == len(msgs)
+    for s in used:
+        assert s.get("quit") == "1" and "rset" not in s, s["line"]
+        if chunking:
+            assert s.get("bdat") and "data" not in s, s["line"]
+        else:
+            assert s.get("data") == s["mail"] and "bdat" not in s, s["line"]
+    print(f"postfix without {discard}: {len(opened)} connection(s), {len(hs)} TLS "
           f"handshake(s), sessions: " + "; ".join(s["line"].split("] ", 1)[1] for s in sess))

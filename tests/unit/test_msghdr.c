@@ -139,7 +139,8 @@ static void
 test_find(void **state)
 {
 	static const char m[] = "Subject: x\r\nmessage-id: <1@x>\r\n"
-	                        "Message-ID: <2@x>\r\n\r\nMessage-ID: <3@x>\r\n";
+	                        "Message-ID: <2@x>\r\n\r\n"
+	                        "Message-ID: <3@x>\r\n";
 	struct msghdr_field f;
 	char v[64];
 
@@ -246,14 +247,16 @@ test_alist_table(void **state)
 		{ "<jane@example.com>", "jane@example.com" },
 		{ "< jane@example.com >", "jane@example.com" },
 		{ "Name <@r1,@r2:jane@example.com>", "jane@example.com" },
-		{ "\"quoted local\"@example.com", "\"quoted local\"@example.com" },
+		{ "\"quoted local\"@example.com",
+		  "\"quoted local\"@example.com" },
 		{ "\"a\\\"b\"@example.com", "\"a\\\"b\"@example.com" },
 		{ "user@[192.0.2.1]", "user@[192.0.2.1]" },
 		{ "user@[IPv6:2001:db8::1]", "user@[IPv6:2001:db8::1]" },
 		{ "first.last@sub.example.com", "first.last@sub.example.com" },
 		{ "root", "root" },
 		{ "root, Admin <admin>", "root|admin" },
-		{ "j\xc3\xbcrgen@b\xc3\xbc.example", "j\xc3\xbcrgen@b\xc3\xbc.example" },
+		{ "j\xc3\xbcrgen@b\xc3\xbc.example",
+		  "j\xc3\xbcrgen@b\xc3\xbc.example" },
 		/* groups */
 		{ "undisclosed-recipients:;", "" },
 		{ "undisclosed-recipients: ;", "" },
@@ -291,6 +294,9 @@ test_alist_table(void **state)
 		{ "a@b,\"x\" y <", "a@b|!\"x\" y <" },
 		{ "a\\b@c", "!a\\b@c" },
 		{ "a@b@c", "!a@b@c" },
+		/* no address may hold CR or LF (nor NUL: test_alist_nul) */
+		{ "\"a\r\nb\"@c, x@y", "!\"a\r\nb\"@c|x@y" },
+		{ "a@[1.2\n.3.4]", "!a@[1.2\n.3.4]" },
 	};
 	char res[1024];
 
@@ -328,6 +334,13 @@ test_alist_outlen(void **state)
 	}
 }
 
+/* One step of the iterator into out (64 octets). */
+static int
+next(struct msghdr_alist *a, char *out)
+{
+	return msghdr_alist_next(a, out, 64, NULL, NULL);
+}
+
 /* The list ends exactly at len: what follows is never read. */
 static void
 test_alist_respects_len(void **state)
@@ -337,11 +350,26 @@ test_alist_respects_len(void **state)
 	char out[64];
 
 	msghdr_alist_init(&a, s, 8);
-	assert_int_equal(msghdr_alist_next(&a, out, sizeof(out), NULL, NULL), 1);
+	assert_int_equal(next(&a, out), 1);
 	assert_string_equal(out, "a@b");
-	assert_int_equal(msghdr_alist_next(&a, out, sizeof(out), NULL, NULL), 1);
+	assert_int_equal(next(&a, out), 1);
 	assert_string_equal(out, "c@d");
-	assert_int_equal(msghdr_alist_next(&a, out, sizeof(out), NULL, NULL), 0);
+	assert_int_equal(next(&a, out), 0);
+}
+
+static void
+test_alist_nul(void **state)
+{
+	static const char s[] = "\"a\0b\"@c, <x\0@y>, ok@z";
+	struct msghdr_alist a;
+	char out[64];
+
+	msghdr_alist_init(&a, s, sizeof(s) - 1);
+	assert_int_equal(next(&a, out), -1);
+	assert_int_equal(next(&a, out), -1);
+	assert_int_equal(next(&a, out), 1);
+	assert_string_equal(out, "ok@z");
+	assert_int_equal(next(&a, out), 0);
 }
 
 /* ---- display names ------------------------------------------------------- */
@@ -359,7 +387,8 @@ test_phrase(void **state)
 		{ "Jane Q. Doe", "\"Jane Q. Doe\"" },
 		{ "Doe, Jane", "\"Doe, Jane\"" },
 		{ "a \"b\" \\c", "\"a \\\"b\\\" \\\\c\"" },
-		{ "x\r\nBcc: victim@example.com", "\"x Bcc: victim@example.com\"" },
+		{ "x\r\nBcc: victim@example.com",
+		  "\"x Bcc: victim@example.com\"" },
 		{ "tab\there", "tab here" },
 		{ "J\xc3\xbcrgen", "=?UTF-8?B?SsO8cmdlbg==?=" },
 		/* invalid UTF-8 octets become '?', then it is plain ASCII */
@@ -433,6 +462,7 @@ main(void)
 		cmocka_unit_test(test_alist_table),
 		cmocka_unit_test(test_alist_outlen),
 		cmocka_unit_test(test_alist_respects_len),
+		cmocka_unit_test(test_alist_nul),
 		cmocka_unit_test(test_phrase),
 		cmocka_unit_test(test_phrase_long_utf8),
 	};
