@@ -1,8 +1,10 @@
 # Thin wrapper around Meson/Ninja. The two front doors are `make run` and
 # `make test`; both install missing Debian packages first (scripts/deps.sh).
 BUILD ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz
+.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz install
 
 all: build
 
@@ -39,6 +41,11 @@ fuzz:
 
 check-banned:
 	@scripts/check-banned.sh
+
+# Binary, sendmail/mailq links, man pages, systemd unit, logrotate snippet,
+# example configuration, the petrel user and /var/spool/petrel.
+install: build
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) scripts/install.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS="gcc make meson ninja-build pkg-config libssl-dev libevent-dev
 libunbound-dev libinih-dev libcmocka-dev openssl python3 python3-pytest
-swaks postfix nsd clang"
+swaks postfix nsd clang logrotate"
 
 missing=""
 for p in $PKGS; do

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,9 @@ control_accept(evutil_socket_t fd, short what, void *arg)
 
 		if (c == -1)
 			return;
+		/* The daemon's own uid now: it may have dropped privileges
+		 * after the socket was made. */
+		ctl->uid = geteuid();
 		if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == -1 ||
 		    (cr.uid != 0 && cr.uid != ctl->uid)) {
 			static const char msg[] = "ERR permission denied: only root "
@@ -232,7 +236,8 @@ control_request(const char *spool_dir, const char *request, struct buf *out)
 		close(fd);
 		return -1;
 	}
-	if (dprintf(fd, "%s\n", request) < 0) {
+	signal(SIGPIPE, SIG_IGN); /* a refusing daemon may close at once */
+	if (dprintf(fd, "%s\n", request) < 0 && errno != EPIPE) {
 		buf_printf(out, "%s: %s\n", path, strerror(errno));
 		close(fd);
 		return -1;

@@ -82,6 +82,21 @@ parse_opts(int argc, char **argv, const char **cfgpath, int *foreground,
 	return 0;
 }
 
+/*
+ * The commands that talk to an installed daemon (queue, status, flush, ...)
+ * read /etc/petrel/petrel.conf when no -c is given and that file exists;
+ * `petrel serve` without -c always runs on the embedded defaults.
+ */
+#define DEFAULT_CONFIG "/etc/petrel/petrel.conf"
+
+static const char *
+client_config(const char *path)
+{
+	if (path == NULL && access(DEFAULT_CONFIG, R_OK) == 0)
+		return DEFAULT_CONFIG;
+	return path;
+}
+
 static struct config *
 load_config(const char *path)
 {
@@ -422,7 +437,7 @@ done:
 static int
 cmd_admin(const char *cfgpath, const char *request, int offline_queue)
 {
-	struct config *cfg = load_config(cfgpath);
+	struct config *cfg = load_config(client_config(cfgpath));
 	struct buf out = { 0 };
 	int r;
 
@@ -440,7 +455,7 @@ cmd_admin(const char *cfgpath, const char *request, int offline_queue)
 		fwrite(buf_ptr(&out), 1, buf_len(&out), stdout);
 	else
 		fprintf(stderr, "petrel: %.*s", (int)buf_len(&out), buf_ptr(&out));
-	if (r == -1 && buf_len(&out) > 0 &&
+	if (r != 0 && buf_len(&out) > 0 &&
 	    memmem(buf_ptr(&out), buf_len(&out), "permission denied", 17))
 		r = -2;
 	buf_free(&out);

@@ -174,38 +174,55 @@ count_event(struct queue *q, int delivered)
 
 /* ---- routing ----------------------------------------------------------- */
 
-static struct dest *
-dest_get(struct queue *q, const char *domain)
+/*
+ * The route of a domain under cfg: kind, static hosts (borrowed from cfg),
+ * settings, and the destination key (next hop).
+ */
+static void
+route_of(const struct config *cfg, const char *domain, enum route_kind *kind,
+         char ***hosts, size_t *nhosts, const struct dest_conf **conf,
+         char *key, size_t keylen)
 {
-	const struct config *cfg = q->cfg;
 	const struct dest_conf *dc = config_find_dest(cfg, domain);
-	char key[600];
-	struct dest *d;
-	enum route_kind kind = ROUTE_MX;
-	char **hosts = NULL;
-	size_t nhosts = 0;
 
+	*kind = ROUTE_MX;
+	*hosts = NULL;
+	*nhosts = 0;
+	*conf = dc;
 	if (dc->nroute > 0) {
-		snprintf(key, sizeof(key), "route:%s", dc->pattern);
-		kind = ROUTE_STATIC;
-		hosts = dc->route;
-		nhosts = dc->nroute;
+		snprintf(key, keylen, "route:%s", dc->pattern);
+		*kind = ROUTE_STATIC;
+		*hosts = dc->route;
+		*nhosts = dc->nroute;
 	} else if (cfg->smarthost) {
-		snprintf(key, sizeof(key), "smarthost:%s", cfg->smarthost);
-		kind = ROUTE_STATIC;
-		hosts = (char **)&cfg->smarthost;
-		nhosts = 1;
+		snprintf(key, keylen, "smarthost:%s", cfg->smarthost);
+		*kind = ROUTE_STATIC;
+		*hosts = (char **)&cfg->smarthost;
+		*nhosts = 1;
 	} else if (domain[0] == '[') {
-		snprintf(key, sizeof(key), "literal:%s", domain);
-		kind = ROUTE_STATIC;
+		snprintf(key, keylen, "literal:%s", domain);
+		*kind = ROUTE_STATIC;
 	} else {
 		size_t i, n = strlen(domain);
-		snprintf(key, sizeof(key), "mx:");
-		for (i = 0; i < n && i + 4 < sizeof(key); i++)
+		snprintf(key, keylen, "mx:");
+		for (i = 0; i < n && i + 4 < keylen; i++)
 			key[3 + i] = (char)((domain[i] >= 'A' && domain[i] <= 'Z')
 			    ? domain[i] + 32 : domain[i]);
 		key[3 + i] = '\0';
 	}
+}
+
+static struct dest *
+dest_get(struct queue *q, const char *domain)
+{
+	char key[600];
+	struct dest *d;
+	enum route_kind kind;
+	char **hosts;
+	size_t nhosts;
+	const struct dest_conf *dc;
+
+	route_of(q->cfg, domain, &kind, &hosts, &nhosts, &dc, key, sizeof(key));
 	for (d = q->dests; d; d = d->next)
 		if (strcmp(d->key, key) == 0)
 			return d;
@@ -340,6 +357,47 @@ journal(struct queue *q, struct qmsg *m, char kind, size_t r, const char *why)
 		m->journal_pending++;
 	else
 		log_info("%s cannot queue journal write", m->env.id);
+}
+
+/*
+ * The administrator's commands are acknowledged only once durable: write
+ * their journal line right here (one fdatasync on the loop; they are rare).
+ */
+static int
+journal_sync(struct queue *q, struct qmsg *m, char kind, size_t r,
+             const char *why)
+{
+	char path[PATH_MAX], line[1024];
+	int fd, created = 0, rc = 0;
+	size_t len;
+
+	snprintf(line, sizeof(line), "%c %zu %llu%s%s\n", kind, r,
+	    (unsigned long long)util_now_ms(), why ? " " : "", why ? why : "");
+	len = strlen(line);
+	for (size_t i = 0; i + 1 < len; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
+	snprintf(path, sizeof(path), "%s/journal/%s", q->cfg->spool_dir,
+	    m->env.id);
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1 &&
+	    errno == ENOENT) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		created = 1;
+	}
+	if (fd == -1)
+		return -1;
+	if (write(fd, line, len) != (ssize_t)len || fdatasync(fd) == -1)
+		rc = -1;
+	close(fd);
+	if (rc == 0 && created) {
+		snprintf(path, sizeof(path), "%s/journal", q->cfg->spool_dir);
+		if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+		    fsync(fd) == -1)
+			rc = -1;
+		if (fd != -1)
+			close(fd);
+	}
+	return rc;
 }
 
 static void
@@ -1453,13 +1511,21 @@ queue_admin(struct queue *q, struct smtp_server *srv, const char *line,
 		buf_printf(out, "%s: %u deliver%s scheduled now\n", arg, n,
 		    n == 1 ? "y" : "ies");
 	} else if (strcmp(cmd, "hold") == 0) {
+		if (journal_sync(q, m, 'H', 0, NULL) == -1) {
+			buf_printf(out, "ERR %s: journal write failed: %s\n", arg,
+			    strerror(errno));
+			return -1;
+		}
 		m->hold = 1;
-		journal(q, m, 'H', 0, NULL);
 		log_info("%s held by the administrator", m->env.id);
 		buf_printf(out, "%s held\n", arg);
 	} else if (strcmp(cmd, "release") == 0) {
+		if (journal_sync(q, m, 'U', 0, NULL) == -1) {
+			buf_printf(out, "ERR %s: journal write failed: %s\n", arg,
+			    strerror(errno));
+			return -1;
+		}
 		m->hold = 0;
-		journal(q, m, 'U', 0, NULL);
 		log_info("%s released by the administrator", m->env.id);
 		queue_wake(q, m, NULL);
 		for (struct dest *d = q->dests; d; d = d->next)
@@ -1467,7 +1533,11 @@ queue_admin(struct queue *q, struct smtp_server *srv, const char *line,
 				dest_kick(q, d);
 		buf_printf(out, "%s released\n", arg);
 	} else if (strcmp(cmd, "remove") == 0) {
-		journal(q, m, 'X', 0, NULL);
+		if (journal_sync(q, m, 'X', 0, NULL) == -1) {
+			buf_printf(out, "ERR %s: journal write failed: %s\n", arg,
+			    strerror(errno));
+			return -1;
+		}
 		m->removed = 1;
 		msg_unqueue(q, m);
 		for (size_t r = 0; r < m->env.nrcpt; r++)
@@ -1483,10 +1553,19 @@ queue_admin(struct queue *q, struct smtp_server *srv, const char *line,
 		for (size_t r = 0; r < m->env.nrcpt; r++) {
 			if (m->rstate[r] != RCPT_PENDING)
 				continue;
+			static const char why[] = "550 5.0.0 returned to sender "
+			    "by the administrator";
+			if (journal_sync(q, m, 'F', r, why) == -1) {
+				buf_printf(out, "ERR %s: journal write failed: %s\n",
+				    arg, strerror(errno));
+				return -1;
+			}
 			log_info("%s ** %s: returned to sender by the administrator",
 			    m->env.id, m->env.rcpt[r]);
-			rcpt_final(q, m, r, 0, "550 5.0.0 returned to sender by "
-			    "the administrator");
+			m->rstate[r] = RCPT_FAILED;
+			m->npending--;
+			free(m->rerr[r]);
+			m->rerr[r] = strdup(why);
 		}
 		buf_printf(out, "%s returned to sender\n", arg);
 		msg_maybe_finalize(q, m);
@@ -1498,8 +1577,17 @@ void
 queue_reconfigure(struct queue *q, const struct config *cfg)
 {
 	q->cfg = cfg;
-	for (struct dest *d = q->dests; d; d = d->next)
-		d->conf = config_find_dest(cfg, d->domain);
+	/* Every destination takes its route and settings from the new
+	 * file; cached next hops are looked up again. (Deliveries already
+	 * grouped under a destination stay with it.) */
+	for (struct dest *d = q->dests; d; d = d->next) {
+		char key[600];
+		route_of(cfg, d->domain, &d->kind, &d->hosts, &d->nhosts,
+		    &d->conf, key, sizeof(key));
+		d->hops_expire = 0;
+		d->backoff_until = 0;
+		d->failures = 0;
+	}
 }
 
 void

@@ -66,7 +66,39 @@ done:
 
 struct qentry {
 	struct spool_env env;
+	unsigned char *done;  /* per recipient: final in the journal */
+	int held;
+	int removed;
 };
+
+/* Apply journal/<id> (see docs/internals/QUEUE.md) to e. */
+static void
+qentry_journal(const char *spool_dir, struct qentry *e)
+{
+	char path[PATH_MAX], line[1200];
+	FILE *fp;
+
+	e->done = calloc(e->env.nrcpt ? e->env.nrcpt : 1, 1);
+	snprintf(path, sizeof(path), "%s/journal/%s", spool_dir, e->env.id);
+	if (e->done == NULL || (fp = fopen(path, "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), fp)) {
+		char *end;
+		unsigned long long r;
+
+		if (line[0] == 'H' || line[0] == 'U')
+			e->held = line[0] == 'H';
+		else if (line[0] == 'X')
+			e->removed = 1;
+		else if ((line[0] == 'D' || line[0] == 'F') && line[1] == ' ') {
+			errno = 0;
+			r = strtoull(line + 2, &end, 10);
+			if (errno == 0 && end != line + 2 && r < e->env.nrcpt)
+				e->done[r] = 1;
+		}
+	}
+	fclose(fp);
+}
 
 static int
 qentry_cmp(const void *a, const void *b)
@@ -127,6 +159,12 @@ queue_list(const char *spool_dir, FILE *out)
 			bad++;
 			continue;
 		}
+		qentry_journal(spool_dir, &v[n]);
+		if (v[n].removed) {
+			spool_env_free(&v[n].env);
+			free(v[n].done);
+			continue;
+		}
 		n++;
 	}
 	closedir(d);
@@ -138,12 +176,15 @@ queue_list(const char *spool_dir, FILE *out)
 		char age[32];
 
 		fmt_age(age, sizeof(age), now > e->time_ms ? now - e->time_ms : 0);
-		fprintf(out, "%s %5s %8llu <%s>\n", e->id, age,
-		    (unsigned long long)e->content_size, e->sender);
+		fprintf(out, "%s %5s %8llu <%s>%s\n", e->id, age,
+		    (unsigned long long)e->content_size, e->sender,
+		    v[i].held ? " (held)" : "");
 		for (size_t r = 0; r < e->nrcpt; r++)
-			fprintf(out, "        <%s>\n", e->rcpt[r]);
+			if (v[i].done == NULL || !v[i].done[r])
+				fprintf(out, "        <%s>\n", e->rcpt[r]);
 		fprintf(out, "\n");
 		spool_env_free(&v[i].env);
+		free(v[i].done);
 	}
 	if (n > 0)
 		fprintf(out, "%zu message%s in queue\n", n, n == 1 ? "" : "s");
