@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 FUZZ_TIME=${FUZZ_TIME:-60}
 OUT=${FUZZ_OUT:-build-fuzz}
 mkdir -p "$OUT"
-PURE="src/buf.c src/cidr.c src/config.c src/data_scan.c src/dns_rr.c src/smtp_parse.c src/smtp_reply.c src/spool_format.c src/util.c"
+PURE="src/buf.c src/cidr.c src/config.c src/data_scan.c src/dns_rr.c src/msghdr.c src/smtp_parse.c src/smtp_reply.c src/spool_format.c src/util.c"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
 	for f in tests/fuzz/fuzz_*.c; do t=${f#tests/fuzz/fuzz_}; targets+=("${t%.c}"); done

@@ -39,6 +39,7 @@
 #include "log.h"
 #include "queue.h"
 #include "queue_list.h"
+#include "sendmail.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
 #include "spool.h"
@@ -55,6 +56,7 @@ usage(FILE *fp)
 	    "       petrel status [-c FILE]\n"
 	    "       petrel flush [DOMAIN] [-c FILE]\n"
 	    "       petrel deliver|hold|release|remove|bounce ID [-c FILE]\n"
+	    "       petrel sendmail [OPTIONS] [RECIPIENT...]\n"
 	    "       petrel --version\n");
 }
 
@@ -472,7 +474,14 @@ main(int argc, char **argv)
 	const char *cfgpath = NULL, *pos = NULL;
 	int foreground = 0, summary = 0;
 	char req[CONTROL_LINE_MAX];
+	const char *prog = strrchr(argv[0], '/');
 
+	/* Installed as sendmail / mailq (symlinks): the sendmail interface. */
+	prog = prog != NULL ? prog + 1 : argv[0];
+	if (strcmp(prog, "sendmail") == 0)
+		return sendmail_main(argc, argv, SENDMAIL_MODE_SENDMAIL);
+	if (strcmp(prog, "mailq") == 0)
+		return sendmail_main(argc, argv, SENDMAIL_MODE_MAILQ);
 	if (argc < 2) {
 		usage(stderr);
 		return 64;
@@ -487,6 +496,8 @@ main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (strcmp(argv[1], "sendmail") == 0)
+		return sendmail_main(argc - 1, argv + 1, SENDMAIL_MODE_SENDMAIL);
 	if (strcmp(argv[1], "serve") == 0) {
 		if (parse_opts(argc, argv, &cfgpath, &foreground, 1, NULL,
 		    NULL) == -1)

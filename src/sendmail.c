@@ -9,7 +9,9 @@
  *   1 parse_args       options, then recipients (the first word that is not
  *                      an option ends the options, as with Postfix; "--"
  *                      too; an option after a recipient is refused)
- *   2 config_load      -C FILE, else $PETREL_CONFIG, else embedded defaults
+ *   2 config_load      -C FILE, else $PETREL_CONFIG, else
+ *                      /etc/petrel/petrel.conf if it exists, else the
+ *                      embedded defaults
  *   3 sender, args     -f or login@hostname; command-line recipients
  *   4 read_message     stdin until EOF (or a "." line without -i), LF or
  *                      CRLF in, CRLF out; size, line length, NUL checked
@@ -104,6 +106,9 @@
 #include "util.h"
 
 enum sm_mode { SM_DELIVER = 0, SM_SMTP, SM_LIST, SM_FLUSH };
+
+/* Same file as main.c's DEFAULT_CONFIG for the client commands. */
+#define SENDMAIL_DEFAULT_CONFIG "/etc/petrel/petrel.conf"
 
 #define SM_ADDR_MAX (SMTP_PATH_MAX + 1)
 #define SM_NAME_MAX 256
@@ -580,6 +585,15 @@ struct reader {
 	int status;                /* exit status after LINE_ERROR */
 };
 
+static void
+too_big(struct sendmail *sm, struct reader *r)
+{
+	sm_err(sm, "message too big: over %llu octets "
+	    "(max_message_size of [listen %s])",
+	    (unsigned long long)r->max_size, sm->lc->name);
+	r->status = EX_DATAERR;
+}
+
 /* Append one segment (a line without its line break) and CRLF. */
 static int
 put_line(struct sendmail *sm, struct reader *r, const char *s, size_t n)
@@ -607,10 +621,7 @@ put_line(struct sendmail *sm, struct reader *r, const char *s, size_t n)
 		return LINE_ERROR;
 	}
 	if (buf_len(&sm->msg) > r->max_size) {
-		sm_err(sm, "message too big: over %llu octets "
-		    "(max_message_size of [listen %s])",
-		    (unsigned long long)r->max_size, sm->lc->name);
-		r->status = EX_DATAERR;
+		too_big(sm, r);
 		return LINE_ERROR;
 	}
 	return LINE_MORE;
@@ -653,6 +664,7 @@ read_message(struct sendmail *sm)
 	struct reader r = { 0 };
 	struct buf pend = { 0 };
 	char chunk[65536];
+	size_t seen = 0;           /* octets of pend known to hold no LF */
 	int rc = LINE_MORE;
 
 	r.max_size = sm->lc->max_message_size;
@@ -675,26 +687,25 @@ read_message(struct sendmail *sm)
 			buf_free(&pend);
 			return EX_OSERR;
 		}
-		while ((nl = memchr(buf_ptr(&pend), '\n', buf_len(&pend)))) {
+		/* Only the new bytes are searched for the LF: a long line
+		 * arriving in many reads costs linear time. */
+		while ((nl = memchr(buf_ptr(&pend) + seen, '\n',
+		    buf_len(&pend) - seen)) != NULL) {
 			size_t k = (size_t)(nl - buf_ptr(&pend));
 
 			rc = take_line(sm, &r, buf_ptr(&pend), k);
 			buf_consume(&pend, k + 1);
+			seen = 0;
 			if (rc != LINE_MORE)
 				goto done;
 		}
-		/* A line without its LF yet: bounded by the same limits. */
-		if (buf_len(&pend) > 0 &&
-		    (buf_len(&sm->msg) + buf_len(&pend) > r.max_size ||
-		     (r.max_line > 0 && buf_len(&pend) > r.max_line))) {
-			rc = take_line(sm, &r, buf_ptr(&pend), buf_len(&pend));
-			if (rc == LINE_MORE) {
-				/* cannot happen: the limits were exceeded */
-				sm_err(sm, "internal error reading the "
-				    "message");
-				r.status = EX_SOFTWARE;
-				rc = LINE_ERROR;
-			}
+		seen = buf_len(&pend);
+		/* A line without its LF yet: once it is complete, it adds at
+		 * least its length (a CR before the LF goes, a CRLF comes),
+		 * so this bounds the memory by max_message_size. */
+		if (buf_len(&sm->msg) + buf_len(&pend) > r.max_size + 1) {
+			too_big(sm, &r);
+			rc = LINE_ERROR;
 			goto done;
 		}
 	}
@@ -783,11 +794,10 @@ build_message(struct sendmail *sm)
 	util_fmt_rfc5322(date, sizeof(date), time(NULL));
 	rc |= buf_printf(&sm->out,
 	    "Received: from %s (uid %lu)\r\n"
-	    "\tby %s (Petrel) with local id %s\r\n"
-	    "\t%s%s%s; %s\r\n",
+	    "\tby %s (Petrel) with local id %s%s%s%s; %s\r\n",
 	    sm->user, sm->uid, sm->cfg->hostname, sm->qid,
-	    sm->nrcpt == 1 ? "for <" : "", sm->nrcpt == 1 ? sm->rcpt[0] : "",
-	    sm->nrcpt == 1 ? ">" : "", date);
+	    sm->nrcpt == 1 ? "\r\n\tfor <" : "",
+	    sm->nrcpt == 1 ? sm->rcpt[0] : "", sm->nrcpt == 1 ? ">" : "", date);
 	while (msghdr_next(m, len, &pos, &f) == 1) {
 		if (msghdr_name_is(&f, "Bcc") ||
 		    msghdr_name_is(&f, "Resent-Bcc"))
@@ -873,6 +883,7 @@ make_dirs(struct sendmail *sm)
 {
 	static const char *const sub[] = { "tmp", "queue" };
 	char path[PATH_MAX];
+	struct stat st;
 
 	for (size_t i = 0; i < 2; i++) {
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s",
@@ -881,8 +892,13 @@ make_dirs(struct sendmail *sm)
 			    sm->cfg->spool_dir);
 			return EX_CANTCREAT;
 		}
-		if (access(path, F_OK) == 0)
+		if (stat(path, &st) == 0) {
+			if (!S_ISDIR(st.st_mode)) {
+				sm_err(sm, "%s is not a directory", path);
+				return EX_CANTCREAT;
+			}
 			goto check;
+		}
 		if (util_mkdirs(path, 0700) == -1) {
 			int e = errno;
 
@@ -906,6 +922,21 @@ check:
 		}
 	}
 	return 0;
+}
+
+/* The main log line, as the server writes for SMTP arrivals (best effort:
+ * a log we may not write is not a reason to fail a queued message). */
+static void
+log_arrival(struct sendmail *sm)
+{
+	const char *lf = sm->cfg->log_file;
+
+	if (lf == NULL || strcmp(lf, "-") == 0 || log_open(lf) == -1)
+		return;
+	log_info("%s <= %s U=%s P=local S=%zu id=%s", sm->qid,
+	    sm->sender[0] ? sm->sender : "<>", sm->user, buf_len(&sm->out),
+	    sm->msgid[0] ? sm->msgid : "(none)");
+	log_close();
 }
 
 /* Write the message durably; signals that would kill us are blocked
@@ -954,6 +985,9 @@ spool_it(struct sendmail *sm)
 	rc = spool_write_sync(sm->cfg->spool_dir, &env, buf_ptr(&sm->out),
 	    buf_len(&sm->out), err, sizeof(err));
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0)
+		log_arrival(sm);   /* as the spool user: a log it creates
+		                      stays the daemon's */
 	if (sm->su && (seteuid(0) == -1 || setegid(gid) == -1)) {
 		/* cannot happen: the saved set-user-ID is root's */
 		sm_err(sm, "warning: cannot get root's ids back: %s",
@@ -964,21 +998,6 @@ spool_it(struct sendmail *sm)
 		return EX_TEMPFAIL;
 	}
 	return 0;
-}
-
-/* The main log line, as the server writes for SMTP arrivals (best effort:
- * a log we may not write is not a reason to fail a queued message). */
-static void
-log_arrival(struct sendmail *sm)
-{
-	const char *lf = sm->cfg->log_file;
-
-	if (lf == NULL || strcmp(lf, "-") == 0 || log_open(lf) == -1)
-		return;
-	log_info("%s <= %s U=%s P=local S=%zu id=%s", sm->qid,
-	    sm->sender[0] ? sm->sender : "<>", sm->user, buf_len(&sm->out),
-	    sm->msgid[0] ? sm->msgid : "(none)");
-	log_close();
 }
 
 static void
@@ -1057,7 +1076,6 @@ sm_deliver(struct sendmail *sm)
 	if ((rc = spool_user(sm)) != 0 || (rc = make_dirs(sm)) != 0 ||
 	    (rc = spool_it(sm)) != 0)
 		return rc;
-	log_arrival(sm);
 	notify(sm);
 	return 0;
 nomem:
@@ -1222,10 +1240,14 @@ sendmail_main(int argc, char **argv, int mode)
 	sm.mode = mode == SENDMAIL_MODE_MAILQ ? SM_LIST : SM_DELIVER;
 	if ((rc = parse_args(&sm, argc, argv)) != 0)
 		return rc;
+	/* As the other client commands (main.c): the installed file when
+	 * nothing names one; the daemon's own default is the embedded one. */
 	cfgpath = sm.config_opt;
 	if (cfgpath == NULL && getenv("PETREL_CONFIG") != NULL &&
 	    getenv("PETREL_CONFIG")[0] != '\0')
 		cfgpath = getenv("PETREL_CONFIG");
+	if (cfgpath == NULL && access(SENDMAIL_DEFAULT_CONFIG, R_OK) == 0)
+		cfgpath = SENDMAIL_DEFAULT_CONFIG;
 	if (config_load(cfgpath, &sm.cfg, err, sizeof(err)) == -1) {
 		sm_err(&sm, "%s", err);
 		return EX_CONFIG;

@@ -364,7 +364,11 @@ class PostfixInstance:
             if _alive(pid):
                 problems.append(f"postfix master {pid} still running after stop")
             # the master's children share its process group (master is a
-            # session leader); kill leftovers by that group id only
+            # session leader); the master sends them SIGTERM as it exits and
+            # they go a moment later. Kill leftovers by that group id only.
+            deadline = time.monotonic() + 10
+            while _pgrp_members(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
             left = _pgrp_members(pid)
             if left:
                 problems.append(f"postfix processes left after stop: {left}")

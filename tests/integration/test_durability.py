@@ -128,9 +128,11 @@ def test_sigterm_restart_keeps_queue(petrel):
     assert sorted(e.id for e in petrel.queue_cmd()) == sorted(ids)
 
 
-def test_sigterm_with_open_session(petrel):
+def test_sigterm_with_open_session(petrel_factory):
     """SIGTERM while a client is connected and mid-transaction: the daemon
-    still exits, the accepted message stays, nothing partial is left."""
+    waits up to shutdown_timeout for the transaction, then still exits; the
+    accepted message stays, nothing partial is left."""
+    petrel = petrel_factory(top={"shutdown_timeout": "1s"})
     qid, _ = send_one(petrel)
     c = petrel.session()
     expect(c.mail(), 250, "2.1.0")

@@ -158,7 +158,7 @@ def test_t_recipients_headers_and_bcc_removed(conf):
 
     rcvd, fields, body = headers(m.content)
     assert rcvd.startswith(f"Received: from {USER} (uid {os.getuid()})\r\n".encode())
-    assert f"by {HOSTNAME} (Petrel) with local id {m.env['id']}".encode() in rcvd
+    assert f"\tby {HOSTNAME} (Petrel) with local id {m.env['id']}; ".encode() in rcvd
     names = [n for n, _ in fields]
     assert names == ["To", "Cc", "Subject", "From", "Date", "Message-ID"]
     assert b"hidden@example.net" not in m.content
@@ -176,7 +176,9 @@ def test_f_sender_and_F_name(conf):
                 "a@example.com", data=msg))
     m = only_msg(conf)
     assert m.env["sender"] == "alerts@example.com"
-    _, fields, _ = headers(m.content)
+    rcvd, fields, _ = headers(m.content)
+    # one recipient: named in the Received header, as the server does
+    assert rcvd.endswith(b"\r\n\tfor <a@example.com>; " + rcvd.split(b"; ")[-1])
     # a name with a '.' is a quoted string (RFC 5322 phrase)
     assert field(fields, "From") == '"Jane Q. Doe" <alerts@example.com>'
 
@@ -352,6 +354,35 @@ def test_long_line_and_nul(conf):
     assert r.returncode == EX_DATAERR, r
     assert b"NUL" in r.stderr
     nothing_left(conf)
+
+
+def test_spool_not_a_directory(conf):
+    (conf.spool / "tmp").mkdir(parents=True)
+    (conf.spool / "queue").write_text("not a directory\n")
+    r = sendmail(conf, "a@example.com", data="x\n")
+    assert r.returncode == 73, r
+    assert b"queue is not a directory" in r.stderr
+    assert list((conf.spool / "tmp").iterdir()) == []
+
+
+def test_spool_commit_failure_leaves_nothing(conf):
+    """The commit fails after the temporary file was written (queue/ is on
+    another file system, so the rename fails with EXDEV): EX_TEMPFAIL, the
+    reason, and tmp/ is empty again."""
+    other = Path("/dev/shm")
+    (conf.spool / "tmp").mkdir(parents=True)
+    if not other.is_dir() or other.stat().st_dev == conf.spool.stat().st_dev:
+        pytest.skip("no second file system for queue/")
+    q = Path(tempfile.mkdtemp(prefix="petrel-q-", dir=other))
+    try:
+        (conf.spool / "queue").symlink_to(q)
+        r = sendmail(conf, "a@example.com", data="x\n")
+        assert r.returncode == 75, r
+        assert b"cannot queue the message" in r.stderr
+        assert list((conf.spool / "tmp").iterdir()) == []
+        assert list(q.iterdir()) == []
+    finally:
+        shutil.rmtree(q, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
