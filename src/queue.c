@@ -630,9 +630,21 @@ dest_kick(struct queue *q, struct dest *d)
 		return;
 	if (d->connecting > 0 || d->nconns >= d->conf->max_connections)
 		return;
-	for (c = d->conns; c; c = mta_conn_next(c))
-		if (mta_conn_has_room(c))
+	/*
+	 * A new connection only for a backlog the open ones cannot absorb in
+	 * their next window: else it would often arrive to find nothing left
+	 * (one TCP + TLS setup for no message).
+	 */
+	{
+		size_t absorb = 0;
+		for (c = d->conns; c; c = mta_conn_next(c)) {
+			if (mta_conn_has_room(c))
+				return;
+			absorb += mta_conn_capacity(c);
+		}
+		if (d->nready <= absorb)
 			return;
+	}
 	if (!dest_hops(q, d))
 		return;
 	mta_conn_new(q->base, q, d, d->hops);

@@ -27,6 +27,19 @@
  *                      "inject ID" on the control socket: a running daemon
  *                      delivers at once; without one the message waits
  *
+ *   6' postdrop        a caller who may not write queue/ (neither root nor
+ *                      the daemon's user: www-data, a cron job's user)
+ *                      hands the same spool-format bytes (content, then
+ *                      envelope and trailer) on standard input to the
+ *                      setgid petrel-postdrop (next to this program, or
+ *                      $PETREL_POSTDROP), which puts them in
+ *                      <spool>/maildrop/. The daemon takes them from there
+ *                      within a second (pickup.c), validates them, gives
+ *                      them a queue id of its own and logs the "<=" line;
+ *                      a stopped daemon does so at its next start. No
+ *                      control request: such a caller cannot reach the
+ *                      socket (root and the daemon's user only)
+ *
  * Options (letters may be grouped, "-ti"; option arguments may be attached,
  * "-fme@example.com", or follow, "-f me@example.com"):
  *
@@ -71,8 +84,8 @@
  * daemon refused a request; EX_OSERR 71 out of memory; EX_CANTCREAT 73 the
  * spool directories cannot be created; EX_IOERR 74 reading standard input
  * or the queue failed; EX_TEMPFAIL 75 writing the spool failed (retry
- * later); EX_NOPERM 77 no permission on the spool; EX_CONFIG 78 bad
- * configuration.
+ * later, also: petrel-postdrop failed or cannot be run); EX_NOPERM 77 no
+ * permission on the spool; EX_CONFIG 78 bad configuration.
  */
 #include <errno.h>
 #include <limits.h>
@@ -80,6 +93,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +101,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -942,6 +957,36 @@ log_arrival(struct sendmail *sm)
 /* Write the message durably; signals that would kill us are blocked
  * meanwhile, so an interrupt cannot leave a temporary file behind.
  * Returns 0 or an exit status. */
+static void
+fill_env(struct sendmail *sm, struct spool_env *env)
+{
+	memset(env, 0, sizeof(*env));
+	snprintf(env->id, sizeof(env->id), "%s", sm->qid);
+	env->time_ms = util_now_ms();
+	env->sender = sm->sender;
+	env->helo = sm->cfg->hostname;
+	env->client = "127.0.0.1";
+	env->proto = "local";
+	env->tls = "";
+	env->body_8bit = sm->has_8bit || sm->body8_opt;
+	env->smtputf8 = sm->utf8;
+	env->msgid = sm->msgid;
+	env->rcpt = sm->rcpt;
+	env->nrcpt = sm->nrcpt;
+}
+
+static void
+fatal_signals(sigset_t *block)
+{
+	sigemptyset(block);
+	sigaddset(block, SIGINT);
+	sigaddset(block, SIGTERM);
+	sigaddset(block, SIGHUP);
+	sigaddset(block, SIGQUIT);
+	sigaddset(block, SIGPIPE);
+	sigaddset(block, SIGTSTP);
+}
+
 static int
 spool_it(struct sendmail *sm)
 {
@@ -951,27 +996,8 @@ spool_it(struct sendmail *sm)
 	char err[512];
 	int rc;
 
-	memset(&env, 0, sizeof(env));
-	snprintf(env.id, sizeof(env.id), "%s", sm->qid);
-	env.time_ms = util_now_ms();
-	env.sender = sm->sender;
-	env.helo = sm->cfg->hostname;
-	env.client = "127.0.0.1";
-	env.proto = "local";
-	env.tls = "";
-	env.body_8bit = sm->has_8bit || sm->body8_opt;
-	env.smtputf8 = sm->utf8;
-	env.msgid = sm->msgid;
-	env.rcpt = sm->rcpt;
-	env.nrcpt = sm->nrcpt;
-
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGQUIT);
-	sigaddset(&block, SIGPIPE);
-	sigaddset(&block, SIGTSTP);
+	fill_env(sm, &env);
+	fatal_signals(&block);
 	if (sm->su && (setegid(sm->su_gid) == -1 ||
 	    seteuid(sm->su_uid) == -1)) {
 		sm_err(sm, "cannot act as user %s: %s", sm->cfg->user,
@@ -998,6 +1024,162 @@ spool_it(struct sendmail *sm)
 		return EX_TEMPFAIL;
 	}
 	return 0;
+}
+
+/*
+ * May this caller write queue/ and tmp/ itself? Root and the spool user
+ * may; so may anyone the directories let in (a daemon run without `user`).
+ * A spool that does not exist yet is make_dirs's business, as before.
+ */
+static int
+need_postdrop(const struct sendmail *sm)
+{
+	static const char *const sub[] = { "queue", "tmp" };
+	char path[PATH_MAX];
+
+	if (sm->su || geteuid() == 0)
+		return 0;
+	for (size_t i = 0; i < 2; i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s",
+		    sm->cfg->spool_dir, sub[i]) >= sizeof(path))
+			return 0;       /* make_dirs reports it */
+		if (access(path, W_OK | X_OK) == -1)
+			return errno != ENOENT;
+	}
+	return 0;
+}
+
+/* $PETREL_POSTDROP, else petrel-postdrop next to this executable. */
+static int
+postdrop_path(char *buf, size_t len)
+{
+	const char *e = getenv("PETREL_POSTDROP");
+	char *slash;
+	ssize_t n;
+
+	if (e != NULL && e[0] != '\0')
+		return (size_t)snprintf(buf, len, "%s", e) < len ? 0 : -1;
+	n = readlink("/proc/self/exe", buf, len);
+	if (n <= 0 || (size_t)n >= len)
+		return -1;
+	buf[n] = '\0';
+	if ((slash = strrchr(buf, '/')) == NULL ||
+	    (size_t)(slash - buf) + sizeof("/petrel-postdrop") > len)
+		return -1;
+	memcpy(slash, "/petrel-postdrop", sizeof("/petrel-postdrop"));
+	return 0;
+}
+
+static int
+pipe_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * 6': the spool file's bytes on petrel-postdrop's standard input; its
+ * exit status decides. Signals that would kill us are blocked meanwhile
+ * (postdrop blocks its own). Returns 0 or an exit status.
+ */
+static int
+postdrop_it(struct sendmail *sm)
+{
+	char prog[PATH_MAX], *envbuf = NULL;
+	char *const argv[] = { (char *)"petrel-postdrop", NULL };
+	char *const envp[] = { NULL };
+	struct sigaction ign, oldpipe;
+	struct spool_env env;
+	sigset_t block, old;
+	size_t envlen;
+	int p[2], status, werr = 0, rc = EX_TEMPFAIL;
+	pid_t pid;
+
+	if (postdrop_path(prog, sizeof(prog)) == -1) {
+		sm_err(sm, "cannot find petrel-postdrop (the program through "
+		    "which users other than root and %s submit mail)",
+		    sm->cfg->user ? sm->cfg->user : "the daemon's user");
+		return EX_TEMPFAIL;
+	}
+	fill_env(sm, &env);
+	if (spool_env_serialize(&env, buf_len(&sm->out), &envbuf,
+	    &envlen) == -1) {
+		sm_err(sm, "cannot queue the message: bad envelope");
+		return EX_TEMPFAIL;
+	}
+	if (buf_append(&sm->out, envbuf, envlen) == -1) {
+		free(envbuf);
+		sm_err(sm, "out of memory");
+		return EX_OSERR;
+	}
+	free(envbuf);
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		sm_err(sm, "pipe: %s", strerror(errno));
+		return EX_OSERR;
+	}
+	fatal_signals(&block);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &ign, &oldpipe);
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) == -1) {
+		sm_err(sm, "fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		rc = EX_OSERR;
+		goto out;
+	}
+	if (pid == 0) {
+		/* Default dispositions and mask for the helper. */
+		signal(SIGPIPE, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (dup2(p[0], STDIN_FILENO) == -1)
+			_exit(EX_OSERR);
+		execve(prog, argv, envp);
+		fprintf(stderr, "%s: cannot run %s: %s\n", sm->prog, prog,
+		    strerror(errno));
+		_exit(126);
+	}
+	close(p[0]);
+	if (pipe_all(p[1], buf_ptr(&sm->out), buf_len(&sm->out)) == -1)
+		werr = errno;
+	close(p[1]);
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR) {
+			status = -1;
+			break;
+		}
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+	    werr == 0) {
+		rc = 0;
+		if (sm->verbose)
+			printf("%s: handed to the maildrop (local id %s); the "
+			    "daemon queues it under an id of its own\n",
+			    sm->prog, sm->qid);
+	} else if (status != -1 && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 126) {
+		rc = EX_TEMPFAIL;       /* the child said why */
+	} else {
+		sm_err(sm, "cannot queue the message: %s %s%s%s", prog,
+		    status != -1 && WIFEXITED(status) ? "failed" : "died",
+		    werr ? ": " : "", werr ? strerror(werr) : "");
+		rc = EX_TEMPFAIL;
+	}
+out:
+	sigaction(SIGPIPE, &oldpipe, NULL);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return rc;
 }
 
 static void
@@ -1073,8 +1255,11 @@ sm_deliver(struct sendmail *sm)
 	util_queue_id(sm->qid, sizeof(sm->qid));
 	if (build_message(sm) == -1)
 		goto nomem;
-	if ((rc = spool_user(sm)) != 0 || (rc = make_dirs(sm)) != 0 ||
-	    (rc = spool_it(sm)) != 0)
+	if ((rc = spool_user(sm)) != 0)
+		return rc;
+	if (need_postdrop(sm))
+		return postdrop_it(sm);
+	if ((rc = make_dirs(sm)) != 0 || (rc = spool_it(sm)) != 0)
 		return rc;
 	notify(sm);
 	return 0;

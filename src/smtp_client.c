@@ -1050,6 +1050,16 @@ mta_conn_has_room(const struct mta_conn *c)
 }
 
 unsigned
+mta_conn_capacity(const struct mta_conn *c)
+{
+	if (c->state < C_READY)
+		return c->conf->pipeline_window; /* not known yet: hope */
+	if (c->chunking && c->pipelining)
+		return c->conf->pipeline_window;
+	return c->pipelining ? 2 : 1;
+}
+
+unsigned
 mta_conn_busy(const struct mta_conn *c)
 {
 	return c->ntx;

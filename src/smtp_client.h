@@ -31,6 +31,9 @@ void mta_conn_kick(struct mta_conn *c);
 /* 1 while the connection can take another delivery at once. */
 int mta_conn_has_room(const struct mta_conn *c);
 
+/* How many transactions the connection can carry at once (its window). */
+unsigned mta_conn_capacity(const struct mta_conn *c);
+
 /* Transactions in flight on the connection. */
 unsigned mta_conn_busy(const struct mta_conn *c);
 

@@ -21,7 +21,16 @@ that both sides of the project share cannot pass unnoticed.
 3. The same with a recipient access map that rejects bad@peer.example:
    Petrel logs "**", delivers the other recipients, and sends an RFC 3464
    bounce (multipart/report) to the sender, whose domain is routed to the
-   final sink.
+   final sink. Run live and with a backlog (several transactions in
+   flight when a recipient, or every recipient, of one is refused).
+4. Postfix hiding CHUNKING and/or PIPELINING (smtpd_discard_ehlo_keywords):
+   Petrel falls back to DATA / lock-step, and a Postfix that hangs up on
+   improper pipelining (smtpd_forbid_unauth_pipelining) sees none.
+
+Postfix runs strict (postfix_instance.py): improper pipelining is a
+disconnect, bare LF in content a reject; the tests assert smtpd logged no
+complaint about Petrel, and that each "=>" line quotes the Postfix queue id
+that Postfix itself logged as carrying that very recipient.
 
 No test here skips: if smtp-sink or Postfix is missing or cannot start, the
 test fails with the output (scripts/deps.sh installs Postfix).
@@ -717,6 +726,9 @@ def tls_established(pf):
 def check_postfix_side(p, pf, conns_expected):
     """One TLS handshake per Petrel connection; Postfix saw pipelining it
     accepts and BDAT, and nothing it complains about."""
+    deadline = time.monotonic() + 5     # postlogd writes asynchronously
+    while len(tls_established(pf)) < conns_expected and time.monotonic() < deadline:
+        time.sleep(0.1)
     hs = tls_established(pf)
     assert len(hs) == conns_expected, \
         f"{len(hs)} TLS handshakes for {conns_expected} Petrel connections:\n" + "\n".join(hs)
