@@ -1,7 +1,8 @@
 #!/bin/sh
-# Install Petrel: the binary, the sendmail and mailq links, the man pages,
-# the systemd unit, the logrotate snippet, the example configuration, the
-# system user `petrel`, and the spool and log directories.
+# Install Petrel: the binary, the setgid petrel-postdrop, the sendmail and
+# mailq links, the man pages, the systemd unit, the logrotate snippet, the
+# example configuration, the system user `petrel`, and the spool (with its
+# maildrop) and log directories.
 #
 #   scripts/install.sh                        PREFIX=/usr/local (the default)
 #   PREFIX=/usr scripts/install.sh            as a distribution package would
@@ -12,6 +13,13 @@
 #   DESTDIR  prepended to every path; then no user is created, nothing is
 #            chowned, and systemd is not told (a staging tree, not a system)
 #   BUILD    the build directory holding the petrel binary (default: build)
+#
+# petrel-postdrop ($PREFIX/sbin, next to petrel): through it, users other
+# than root and petrel submit mail with sendmail (it writes to
+# /var/spool/petrel/maildrop/, mode 1730 petrel:petrel; the spool itself is
+# 0710 petrel:petrel). Installed mode 2755 group petrel; in a staging tree
+# (DESTDIR) mode 0755, and the package sets group petrel and mode 2755. A
+# build without it is installed without it, with a note.
 #
 # Always under /etc (whatever PREFIX is): /etc/petrel/petrel.conf.example
 # (and petrel.conf when it does not exist: it is never overwritten),
@@ -148,6 +156,20 @@ fi
 
 put 0755 "$BIN" "$SBINDIR/petrel"
 
+# The setgid helper for submissions by other users (see above).
+if [ -x "$BUILD/petrel-postdrop" ]; then
+	if [ -n "$DESTDIR" ]; then
+		put 0755 "$BUILD/petrel-postdrop" "$SBINDIR/petrel-postdrop"
+		note "$SBINDIR/petrel-postdrop: the package must make it group $USER_NAME, mode 2755"
+	else
+		install -D -m 2755 -o root -g "$USER_NAME" "$BUILD/petrel-postdrop" \
+			"$SBINDIR/petrel-postdrop"
+		say "$SBINDIR/petrel-postdrop (setgid $USER_NAME)"
+	fi
+else
+	note "$BUILD/petrel-postdrop not built: only root and $USER_NAME can submit mail with sendmail"
+fi
+
 # sendmail and mailq.
 if [ -n "$DESTDIR" ]; then
 	link "$SBINDIR/sendmail" petrel
@@ -180,14 +202,19 @@ fi
 
 # Spool and log directories, owned by the petrel user (only on a system:
 # a staging tree gets the modes, its package sets the owner).
+# The group may traverse the spool (0710) to reach maildrop/ (1730: it may
+# create files there, not list or read them).
 if [ -z "$DESTDIR" ]; then
-	install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$SPOOL"
+	install -d -m 0710 -o "$USER_NAME" -g "$USER_NAME" "$SPOOL"
+	install -d -m 1730 -o "$USER_NAME" -g "$USER_NAME" "$SPOOL/maildrop"
 	install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$LOGDIR"
 else
-	install -d -m 0700 "$DESTDIR$SPOOL"
+	install -d -m 0710 "$DESTDIR$SPOOL"
+	install -d -m 1730 "$DESTDIR$SPOOL/maildrop"
 	install -d -m 0750 "$DESTDIR$LOGDIR"
 fi
-say "$SPOOL (0700)"
+say "$SPOOL (0710)"
+say "$SPOOL/maildrop (1730)"
 say "$LOGDIR (0750)"
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then

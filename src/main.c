@@ -37,6 +37,7 @@
 #include "dns.h"
 #include "listener.h"
 #include "log.h"
+#include "pickup.h"
 #include "queue.h"
 #include "queue_list.h"
 #include "sendmail.h"
@@ -262,6 +263,10 @@ chown_tree(const char *dir, uid_t uid, gid_t gid, int depth)
 		char path[PATH_MAX];
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		/* pickup_prepare() owns maildrop/; its files keep the
+		 * submitting users as owners. */
+		if (depth == 2 && strcmp(de->d_name, "maildrop") == 0)
+			continue;
 		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir,
 		    de->d_name) >= sizeof(path))
 			continue;
@@ -291,7 +296,7 @@ drop_privileges(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	chown_tree(cfg->spool_dir, pw->pw_uid, pw->pw_gid, 2);
-	chmod(cfg->spool_dir, 0700);
+	chmod(cfg->spool_dir, 0710); /* the petrel group reaches maildrop/ */
 	if (strcmp(cfg->log_file, "-") != 0 &&
 	    chown(cfg->log_file, pw->pw_uid, pw->pw_gid) == -1)
 		log_info("log_file %s: chown: %s", cfg->log_file, strerror(errno));
@@ -326,6 +331,7 @@ cmd_serve(const char *cfgpath, int foreground)
 	struct control *ctl = NULL;
 	struct dns *dns = NULL;
 	struct queue *q = NULL;
+	struct pickup *pk = NULL;
 	struct event *ev_sig[4] = { NULL };
 	static const int sigs[4] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 	struct daemon dm = { 0 };
@@ -382,6 +388,11 @@ cmd_serve(const char *cfgpath, int foreground)
 		}
 		pidfile_written = 1;
 	}
+	if (pickup_prepare(cfg, err, sizeof(err)) == -1) {
+		fprintf(stderr, "petrel: maildrop: %s\n", err);
+		log_info("not starting: maildrop: %s", err);
+		goto done;
+	}
 	if (drop_privileges(cfg, err, sizeof(err)) == -1) {
 		fprintf(stderr, "petrel: %s\n", err);
 		log_info("not starting: %s", err);
@@ -404,9 +415,13 @@ cmd_serve(const char *cfgpath, int foreground)
 	    cfg->path ? cfg->path : "embedded",
 	    cfg->queue_only ? ", queue_only" : "");
 	queue_load(q);
+	if ((pk = pickup_open(base, cfg, q, sp, err, sizeof(err))) == NULL)
+		log_info("maildrop: %s: local users other than root and the "
+		    "daemon's user cannot submit mail", err);
 	event_base_dispatch(base);
 	rc = 0;
 done:
+	pickup_close(pk);
 	control_close(ctl);
 	listeners_close(dm.base ? dm.ls : ls);
 	if (dm.ev_drain)

@@ -245,9 +245,15 @@ EXPECTED_LOCAL = {
     "/etc/logrotate.d/petrel": ("file", 0o644),
     "/etc/petrel/petrel.conf.example": ("file", 0o644),
     "/etc/petrel/petrel.conf": ("file", 0o644),
-    "/var/spool/petrel": ("dir", 0o700),
+    "/var/spool/petrel": ("dir", 0o710),
+    "/var/spool/petrel/maildrop": ("dir", 0o1730),
     "/var/log/petrel": ("dir", 0o750),
 }
+# The setgid helper, when the build has it (staged 0755: the package sets
+# group petrel and mode 2755).
+POSTDROP_BUILT = (BUILT_BIN.parent / "petrel-postdrop").exists()
+if POSTDROP_BUILT:
+    EXPECTED_LOCAL["/usr/local/sbin/petrel-postdrop"] = ("file", 0o755)
 
 
 @pytest.fixture(scope="module")
@@ -314,8 +320,11 @@ def test_install_prefix_usr(tmp_path):
             ("/lib/systemd/system/petrel.service", "file", 0o644),
             ("/etc/logrotate.d/petrel", "file", 0o644),
             ("/etc/petrel/petrel.conf", "file", 0o644),
-            ("/var/spool/petrel", "dir", 0o700),
-            ("/var/log/petrel", "dir", 0o750)]:
+            ("/var/spool/petrel", "dir", 0o710),
+            ("/var/spool/petrel/maildrop", "dir", 0o1730),
+            ("/var/log/petrel", "dir", 0o750)] + (
+                [("/usr/sbin/petrel-postdrop", "file", 0o755)]
+                if POSTDROP_BUILT else []):
         assert path in t and t[path][0] == kind, f"{path} not installed as {kind}"
         if mode is not None:
             assert t[path][1] == mode, f"{path}: mode {t[path][1]:o}"
