@@ -47,6 +47,7 @@
 
 #include "config.h"
 #include "spool_format.h"
+#include "util.h"
 
 #ifndef POSTDROP_CONFIG
 #define POSTDROP_CONFIG "/etc/petrel/petrel.conf"
@@ -145,22 +146,6 @@ sane(const char *p, size_t len)
 	    &esize) == 0 ? 0 : -1;
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Make sure fds 0-2 are open, so no file we open becomes one of them. */
 static void
 std_fds(void)
@@ -256,7 +241,7 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	created = 1;
-	if (write_all(fd, in, (size_t)len) == -1 || fsync(fd) == -1) {
+	if (util_write_all(fd, in, (size_t)len) == -1 || fsync(fd) == -1) {
 		pd_err("writing %s: %s", tmp, strerror(errno));
 		goto fail;
 	}

@@ -1070,22 +1070,6 @@ postdrop_path(char *buf, size_t len)
 	return 0;
 }
 
-static int
-pipe_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /*
  * 6': the spool file's bytes on petrel-postdrop's standard input; its
  * exit status decides. Signals that would kill us are blocked meanwhile
@@ -1152,7 +1136,7 @@ postdrop_it(struct sendmail *sm)
 		_exit(126);
 	}
 	close(p[0]);
-	if (pipe_all(p[1], buf_ptr(&sm->out), buf_len(&sm->out)) == -1)
+	if (util_write_all(p[1], buf_ptr(&sm->out), buf_len(&sm->out)) == -1)
 		werr = errno;
 	close(p[1]);
 	while (waitpid(pid, &status, 0) == -1)
@@ -1270,24 +1254,6 @@ nomem:
 
 /* ---- -bs, -bp, -q -------------------------------------------------------- */
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w == -1 && errno == ENOTSOCK)
-			w = write(fd, p, n);
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* -bs: relay standard input/output to the daemon's first listener until
  * the daemon closes the connection. */
 static int
@@ -1341,7 +1307,7 @@ sm_smtp(struct sendmail *sm)
 				continue;
 			if (n <= 0)
 				break;          /* the daemon closed: done */
-			if (write_all(STDOUT_FILENO, chunk, (size_t)n) == -1) {
+			if (util_write_all(STDOUT_FILENO, chunk, (size_t)n) == -1) {
 				rc = EX_IOERR;
 				break;
 			}
@@ -1355,7 +1321,7 @@ sm_smtp(struct sendmail *sm)
 				 * and read what it still says. */
 				in_open = 0;
 				shutdown(fd, SHUT_WR);
-			} else if (write_all(fd, chunk, (size_t)n) == -1) {
+			} else if (util_write_all(fd, chunk, (size_t)n) == -1) {
 				break;          /* the daemon closed */
 			}
 		}

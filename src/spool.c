@@ -79,22 +79,6 @@ struct spool {
 };
 
 static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int
 spool_path(const struct spool *sp, const char *sub, const char *id, char *out,
            size_t outlen)
 {
@@ -122,8 +106,8 @@ spool_commit_one(struct spool *sp, struct spool_msg *m)
 		if (m->fd == -1)
 			return errno;
 	}
-	if (write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1 ||
-	    write_all(m->fd, m->env, m->envlen) == -1) {
+	if (util_write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1 ||
+	    util_write_all(m->fd, m->env, m->envlen) == -1) {
 		err = errno;
 		goto fail;
 	}
@@ -174,7 +158,7 @@ spool_journal_one(struct spool *sp, struct spool_msg *m, int *dirsync)
 	}
 	if (fd == -1)
 		return errno;
-	if (write_all(fd, m->env, m->envlen) == -1 || fdatasync(fd) == -1)
+	if (util_write_all(fd, m->env, m->envlen) == -1 || fdatasync(fd) == -1)
 		err = errno;
 	close(fd);
 	if (err == 0 && created)
@@ -482,7 +466,7 @@ spool_msg_spill(struct spool_msg *m)
 		if (m->fd == -1)
 			return -1;
 	}
-	if (write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1)
+	if (util_write_all(m->fd, buf_ptr(&m->mem), buf_len(&m->mem)) == -1)
 		return -1;
 	buf_reset(&m->mem);
 	return 0;
@@ -636,8 +620,8 @@ spool_write_sync(const char *dir, const struct spool_env *env,
 		free(envbuf);
 		return -1;
 	}
-	if (write_all(fd, content, len) == -1 ||
-	    write_all(fd, envbuf, envlen) == -1 || fdatasync(fd) == -1) {
+	if (util_write_all(fd, content, len) == -1 ||
+	    util_write_all(fd, envbuf, envlen) == -1 || fdatasync(fd) == -1) {
 		util_errf(err, errlen, "writing %s: %s", tmp, strerror(errno));
 		goto fail;
 	}

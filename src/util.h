@@ -44,6 +44,9 @@ void util_addr_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 int util_find_header(const char *msg, size_t len, const char *name, char *out,
                      size_t outlen);
 
+/* write(2) all n bytes, retrying on EINTR and short writes. 0 or -1. */
+int util_write_all(int fd, const void *p, size_t n);
+
 /* mkdir -p with mode for the created directories. Returns 0 or -1. */
 int util_mkdirs(const char *path, int mode);
 

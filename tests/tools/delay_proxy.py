@@ -27,46 +27,19 @@ Importable:  with DelayProxy(listen_port, target_port, delay_ms) as p:
 import argparse
 import asyncio
 import collections
-import ipaddress
 import json
 import os
-import re
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _procutil import ToolProcess, atomic_write, parse_hostport, stop_event  # noqa: E402
 
 
 def log(msg):
     sys.stderr.write(f"{time.strftime('%H:%M:%S')} delay_proxy: {msg}\n")
     sys.stderr.flush()
-
-
-def parse_hostport(text):
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad address {text!r} (HOST:PORT or [V6]:PORT)")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{host!r}: give a literal IP address")
-    if not ip.is_loopback:
-        raise argparse.ArgumentTypeError(f"{host}: loopback addresses only")
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"bad port {port}")
-    return host, port
-
-
-def atomic_write(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class Stats:
@@ -293,27 +266,7 @@ async def amain(opts):
     if opts.ready_file:
         atomic_write(opts.ready_file, json.dumps({"pid": os.getpid(), "listen": [host, bound]}).encode())
     log(f"{host}:{bound} -> {opts.target[0]}:{opts.target[1]} delay {opts.delay_ms} ms each way")
-    stop = asyncio.Event()
-    why = []
-
-    def request_stop(reason):
-        if not why:
-            why.append(reason)
-        stop.set()
-
-    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    if opts.max_runtime > 0:
-        loop.call_later(opts.max_runtime, request_stop, "max runtime")
-
-    def watch_parent():
-        if os.getppid() != opts.parent_pid:
-            request_stop("parent exited")
-        else:
-            loop.call_later(1.0, watch_parent)
-
-    if opts.parent_pid:
-        watch_parent()
+    stop, why = stop_event(loop, opts)
     await stop.wait()
     server.close()
     for pair in list(proxy.pairs):
@@ -355,7 +308,7 @@ def main(argv=None):
 # pytest API
 
 
-class DelayProxy:
+class DelayProxy(ToolProcess):
     """Runs delay_proxy.py as a subprocess; a context manager.
 
     DelayProxy(listen_port, target_port, delay_ms, host="127.0.0.1",
@@ -367,74 +320,24 @@ class DelayProxy:
     def __init__(self, listen_port, target_port, delay_ms, host="127.0.0.1",
                  target_host="127.0.0.1", delay_connect=False, workdir=None,
                  max_runtime=3600):
-        self.own_dir = workdir is None
-        self.dir = workdir or tempfile.mkdtemp(prefix="delay-proxy-")
-        os.makedirs(self.dir, exist_ok=True)
-        self.stats_path = os.path.join(self.dir, "proxy-stats.json")
-        self.ready_path = os.path.join(self.dir, "proxy-ready.json")
-        self.log_path = os.path.join(self.dir, "proxy.log")
+        self.init_dir(workdir, "delay-proxy-", "proxy-stats.json", "proxy-ready.json", "proxy.log")
         self.delay_ms = delay_ms
 
         def hp(h, p):
             return f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
 
-        self.args = [sys.executable, self.SCRIPT, "--listen", hp(host, listen_port),
-                     "--target", hp(target_host, target_port), "--delay-ms", str(delay_ms),
-                     "--stats", self.stats_path, "--ready-file", self.ready_path,
-                     "--parent-pid", str(os.getpid()), "--max-runtime", str(max_runtime)]
+        self.args = self.base_args(self.SCRIPT) + [
+            "--listen", hp(host, listen_port), "--target", hp(target_host, target_port),
+            "--delay-ms", str(delay_ms), "--max-runtime", str(max_runtime)]
         if delay_connect:
             self.args.append("--delay-connect")
-        self.proc = None
 
     def start(self):
-        for p in (self.ready_path, self.stats_path):
-            if os.path.exists(p):
-                os.unlink(p)
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                         stdout=logf, stderr=logf)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.ready_path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"delay_proxy did not start:\n{self.log()}")
-            time.sleep(0.01)
-        with open(self.ready_path) as f:
-            ready = json.load(f)
+        self.clear_files()
+        ready = self.spawn()
         self.host, self.port = ready["listen"]
         self.address = (self.host, self.port)
         return self
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        if self.own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def stats(self):
-        with open(self.stats_path) as f:
-            return json.load(f)
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
 
 if __name__ == "__main__":
