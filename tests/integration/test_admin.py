@@ -34,7 +34,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import BIN, Petrel, free_port  # noqa: E402
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import TID_RX, queue_held, sinks, spool_files, tail, wait_until  # noqa: E402
+from delivery_helpers import dest_section as _dest_section  # noqa: E402
 from delay_proxy import DelayProxy  # noqa: E402
 
 SINK_DOMAIN = "sink.example"
@@ -44,7 +45,6 @@ TOP = {"queue_only": "no", "retry_initial": "1s", "retry_max": "2s",
 DEST = {"tls": "may", "pipelining": "yes", "chunking": "yes",
         "idle_timeout": "2s"}
 
-TID_RX = re.compile(rb"^X-Test-Id: (\S+)\r$", re.M)
 MSG_RX = re.compile(r"^(?P<id>[A-Za-z0-9-]+) +(?P<age>\d+[smhd]) +(?P<size>\d+) "
                     r"<(?P<sender>[^>]*)>(?P<held> \(held\))?$")
 RCPT_RX = re.compile(r"^ {8}<(?P<rcpt>[^>]*)>(?: next retry in (?P<next>\d+[smhd]))?"
@@ -56,18 +56,6 @@ EX_UNAVAILABLE = 69
 
 # --------------------------------------------------------------------------
 # small helpers
-
-
-def wait_until(pred, timeout, what, diag=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            extra = ("\n" + diag()) if diag else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(0.05)
 
 
 def cli(p, *args, binary=None, user=None, timeout=15, conf=None):
@@ -180,25 +168,8 @@ def bounces_at(sink):
     return [e for e in sink.messages() if e["mail_from"] == ""]
 
 
-def spool_files(p, qid=None):
-    out = []
-    for sub in ("queue", "journal"):
-        d = p.spool / sub
-        if d.exists():
-            out += [f"{sub}/{f.name}" for f in d.iterdir()
-                    if not f.name.startswith(".") and (qid is None or f.name == qid)]
-    return out
-
-
-def tail(p, n=30):
-    return "\n".join(p.log_lines()[-n:])
-
-
 def dest_section(pattern, **kw):
-    conf = dict(DEST)
-    conf.update(kw)
-    return "\n".join([f"[destination {pattern}]"] +
-                     [f"{k} = {v}" for k, v in conf.items() if v is not None]) + "\n"
+    return _dest_section(pattern, DEST, **kw)
 
 
 def make_petrel(factory, routes, top=None, start=True, dest=None):
@@ -213,15 +184,7 @@ def make_petrel(factory, routes, top=None, start=True, dest=None):
 def preload(p, specs):
     """Queue specs with delivery off (queue_only), then restart with
     delivery on: every message is ready at the first attempt."""
-    p.top["queue_only"] = "yes"
-    p.write_config()
-    p.start()
-    ids = inject(p, specs)
-    p.stop()
-    p.top["queue_only"] = "no"
-    p.write_config()
-    p.start()
-    return ids
+    return queue_held(p, lambda: inject(p, specs))
 
 
 def wait_deferred(p, qid, rcpt, timeout=10):
@@ -234,25 +197,7 @@ def wait_completed(p, qid, timeout=10):
 
 @pytest.fixture
 def sink_factory(tmp_path, request):
-    made = []
-
-    def make(port=0, **opts):
-        s = SinkProcess(port, workdir=str(tmp_path / f"sink{len(made)}"), **opts)
-        made.append(s)
-        s.start()
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for i, s in enumerate(made):
-            try:
-                st = {k: v for k, v in s.stats().items() if k != "per_connection"}
-            except OSError:
-                st = None
-            print(f"==== sink{i} stats ====\n{st}\n---- sink{i} log ----\n{s.log()[-2000:]}")
+    yield from sinks(tmp_path, request, log_tail=2000)
 
 
 # --------------------------------------------------------------------------

@@ -79,7 +79,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import free_port, parse_spool_bytes, split_received  # noqa: E402
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import TID_RX, TS, sinks, wait_until  # noqa: E402
+from delivery_helpers import dest_section as _dest_section  # noqa: E402
 
 SEED = int(os.environ.get("PETREL_CRASH_SEED", "20261129"))
 SINK_DOMAIN = "sink.example"
@@ -100,8 +101,6 @@ KILL_GAP = (0.2, 0.7)
 # this at the kill means the journal line was never written.
 LAG_MAX = 1.0
 
-TID_RX = re.compile(rb"^X-Test-Id: (\S+)\r$", re.M)
-TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
 DLV_RX = re.compile(rf"^{TS} (\S+) => (\S+) .* C=\"250 2\.0\.0 Ok: queued as (\d+)\"")
 COMPLETED_RX = re.compile(rf"^{TS} (\S+) Completed$")
 JOURNAL_RX = re.compile(r"^([DF]) (\d+) (\d+)(?: .*)?$")
@@ -113,43 +112,15 @@ JOURNAL_RX = re.compile(r"^([DF]) (\d+) (\d+)(?: .*)?$")
 
 @pytest.fixture
 def sink_factory(tmp_path, request):
-    made = []
-
-    def make(port=0, **opts):
-        s = SinkProcess(port, workdir=str(tmp_path / f"sink{len(made)}"), **opts)
-        made.append(s)
-        s.start()
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for i, s in enumerate(made):
-            print(f"---- sink{i} log ----\n{s.log()[-3000:]}")
+    yield from sinks(tmp_path, request, stats=False)
 
 
 def dest_section(route, **kw):
-    conf = {"route": route, "idle_timeout": "1s"}
-    conf.update(kw)
-    return "[destination sink.example]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items())
+    return _dest_section("sink.example", {"route": route, "idle_timeout": "1s"}, **kw)
 
 
 def make_petrel(factory, route, **dest):
     return factory(top=dict(TOP), extra=dest_section(route, **dest))
-
-
-def wait_until(pred, timeout, what, diag=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (("\n" + diag()) if diag else ""))
-        time.sleep(0.05)
 
 
 def listdir(d):

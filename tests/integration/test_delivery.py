@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import shutil
-import smtplib
 import sys
 import threading
 import time
@@ -35,7 +34,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import free_port, split_received  # noqa: E402
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import (TID_RX, TS, log_deliveries, log_grep,  # noqa: E402
+                              queue_held, rcpt_count, sinks, smtp_submit,
+                              spool_files, wait_completed, wait_rcpts, wait_until)
+from delivery_helpers import dest_section as _dest_section  # noqa: E402
 
 SINK_DOMAIN = "sink.example"
 SENDER = f"sender@{SINK_DOMAIN}"   # bounces to it route to the sink as well
@@ -46,30 +48,7 @@ DEST = {"tls": "may", "pipelining": "yes", "chunking": "yes",
         "pipeline_window": 8, "max_connections": 10,
         "max_messages_per_connection": 1000, "idle_timeout": "2s"}
 
-TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
-DLV_RX = re.compile(
-    rf"^{TS} (?P<id>\S+) => (?P<rcpt>\S+) H=(?P<host>\S+) \[(?P<ip>[^\]]+)\]:"
-    r"(?P<port>\d+) C=(?P<conn>\d+)#(?P<seq>\d+)(?: X=(?P<tls>\S+))?"
-    r"(?P<L> L)?(?P<K> K)? C=\"(?P<reply>[^\"]*)\" QT=\d+ms DT=\d+ms$")
 SINK_ID_RX = re.compile(r"^250 2\.0\.0 Ok: queued as (\d+)$")
-TID_RX = re.compile(rb"^X-Test-Id: (\S+)\r$", re.M)
-
-
-# --------------------------------------------------------------------------
-# waiting
-
-
-def wait_until(pred, timeout, what, diag=None):
-    """Poll pred() every 50 ms; return its (truthy) value or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            extra = ("\n" + diag()) if diag else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------
@@ -117,18 +96,7 @@ def inject(p, msgs, sessions=1, timeout=20):
 
     def run(chunk):
         try:
-            with smtplib.SMTP("127.0.0.1", p.port, timeout=timeout) as c:
-                c.ehlo("injector.test")
-                for m in chunk:
-                    code, resp = c.mail(m.sender)
-                    assert code == 250, f"MAIL: {code} {resp!r}"
-                    for r in m.rcpts:
-                        code, resp = c.rcpt(r)
-                        assert code == 250, f"RCPT {r}: {code} {resp!r}"
-                    code, resp = c.data(m.content)
-                    mm = re.search(rb"queued as (\S+)", resp)
-                    assert code == 250 and mm, f"DATA: {code} {resp!r}"
-                    m.qid = mm.group(1).decode()
+            smtp_submit(p.port, chunk, timeout)
         except Exception as e:  # reported by the caller
             errors.append(repr(e))
 
@@ -151,10 +119,7 @@ def inject(p, msgs, sessions=1, timeout=20):
 
 
 def dest_section(pattern, **kw):
-    conf = dict(DEST) if pattern == SINK_DOMAIN else {}
-    conf.update(kw)
-    return "\n".join([f"[destination {pattern}]"] +
-                     [f"{k} = {v}" for k, v in conf.items() if v is not None]) + "\n"
+    return _dest_section(pattern, DEST if pattern == SINK_DOMAIN else None, **kw)
 
 
 def make_petrel(factory, route=None, dest=None, dests=None, top=None, start=True):
@@ -174,57 +139,19 @@ def preload(p, msgs, sessions=4):
     """Queue msgs with delivery held (queue_only), then restart with
     delivery on: the whole backlog is ready when the first connection is,
     which is what measuring round trips per message needs."""
-    p.top["queue_only"] = "yes"
-    p.write_config()
-    p.start()
-    inject(p, msgs, sessions=sessions)
-    assert len(p.queue_ids()) == len(msgs)
-    p.stop()
-    p.top["queue_only"] = "no"
-    p.write_config()
-    p.start()
+    def fill():
+        inject(p, msgs, sessions=sessions)
+        assert len(p.queue_ids()) == len(msgs)
+    queue_held(p, fill)
 
 
 @pytest.fixture
 def sink_factory(tmp_path, request):
-    made = []
-
-    def make(port=0, **opts):
-        s = SinkProcess(port, workdir=str(tmp_path / f"sink{len(made)}"), **opts)
-        made.append(s)
-        s.start()
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for i, s in enumerate(made):
-            try:
-                st = {k: v for k, v in s.stats().items() if k != "per_connection"}
-            except OSError:
-                st = None
-            print(f"==== sink{i} stats ====\n{st}\n---- sink{i} log ----\n{s.log()[-3000:]}")
+    yield from sinks(tmp_path, request)
 
 
 # --------------------------------------------------------------------------
 # reading results
-
-
-def log_deliveries(p):
-    out = []
-    for ln in p.log_lines():
-        if " => " in ln:
-            m = DLV_RX.match(ln)
-            assert m, f"malformed delivery line: {ln!r}"
-            out.append(m.groupdict() | {"line": ln})
-    return out
-
-
-def log_grep(p, rx):
-    r = re.compile(rx)
-    return [ln for ln in p.log_lines() if r.search(ln)]
 
 
 def sink_copies(sink):
@@ -239,15 +166,6 @@ def sink_copies(sink):
     return out
 
 
-def spool_files(p):
-    out = []
-    for sub in ("queue", "journal"):
-        d = p.spool / sub
-        if d.exists():
-            out += [f"{sub}/{f.name}" for f in d.iterdir() if not f.name.startswith(".")]
-    return out
-
-
 def wait_spool_empty(p, timeout=10):
     def pred():
         p.check_alive()
@@ -256,17 +174,9 @@ def wait_spool_empty(p, timeout=10):
                lambda: f"left: {spool_files(p)[:10]}\n" + "\n".join(p.log_lines()[-20:]))
 
 
-def rcpt_count(sink):
-    return sum(len(e["rcpts"]) for e in sink.messages())
-
-
 def wait_arrived(sink, p, n_rcpts, timeout=30):
     """Wait until the sink holds n_rcpts recipient copies in total."""
-    def pred():
-        p.check_alive()         # a crashed daemon fails at once
-        return rcpt_count(sink) >= n_rcpts
-    wait_until(pred, timeout, f"{n_rcpts} recipients at the sink",
-               lambda: f"have {rcpt_count(sink)}\n" + "\n".join(p.log_lines()[-25:]))
+    wait_rcpts(sink, p, n_rcpts, timeout)
 
 
 def check_exactly_once(p, sink, msgs, delivered=None):
@@ -330,23 +240,27 @@ def check_exactly_once(p, sink, msgs, delivered=None):
     return dl
 
 
-def completed_ids(p):
-    return {ln.split()[2] for ln in log_grep(p, r" Completed$")}
-
-
-def wait_completed(p, msgs, timeout=10):
-    wait_until(lambda: not [m for m in msgs if m.qid not in completed_ids(p)],
-               timeout, "'Completed' for every message",
-               lambda: "missing: " + str([m.qid for m in msgs
-                                          if m.qid not in completed_ids(p)][:5])
-               + "\n" + "\n".join(p.log_lines()[-25:]))
-
-
 def stats_summary(s):
     keys = ("connections", "tls_handshakes", "tls_resumed", "messages", "turns",
             "setup_turns", "turns_per_message", "warm_turns_per_message",
             "sync_violations", "data_cmds", "bdat_cmds", "rset", "faults_fired")
     return {k: s.get(k) for k in keys}
+
+
+def deliver_backlog(p, sink, msgs, n_rcpts=None, timeout=30, wait_closed=True):
+    """preload(msgs); wait until n_rcpts (default: every recipient) copies
+    are at the sink, the spool is empty and (wait_closed) the sink saw every
+    connection close; check_exactly_once. Returns ("=>" lines, sink stats,
+    stats_summary of them)."""
+    preload(p, msgs)
+    wait_arrived(sink, p, sum(len(m.rcpts) for m in msgs) if n_rcpts is None else n_rcpts,
+                 timeout=timeout)
+    wait_spool_empty(p)
+    if wait_closed:
+        sink.wait_closed(timeout=10)
+    dl = check_exactly_once(p, sink, msgs)
+    st = sink.stats()
+    return dl, st, stats_summary(st)
 
 
 # --------------------------------------------------------------------------
@@ -446,13 +360,7 @@ def test_no_chunking_one_turn_per_message(petrel_factory, sink_factory):
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}",
                     dest={"max_connections": 1}, start=False)
     msgs = make_msgs("nochunk", 30, nrcpt=lambda i: 2 if i % 3 == 0 else 1)
-    preload(p, msgs)
-    wait_arrived(sink, p, sum(len(m.rcpts) for m in msgs))
-    wait_spool_empty(p)
-    sink.wait_closed(timeout=10)
-    dl = check_exactly_once(p, sink, msgs)
-    st = sink.stats()
-    s = stats_summary(st)
+    dl, st, s = deliver_backlog(p, sink, msgs)
     assert st["connections"] == 1, s
     assert st["bdat_cmds"] == 0 and st["data_cmds"] == 30, s
     assert st["sync_violations"] == 0, s
@@ -467,13 +375,7 @@ def test_no_pipelining_no_chunking_lockstep(petrel_factory, sink_factory):
     sink = sink_factory(chunking=False, pipelining=False)
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}", start=False)
     msgs = make_msgs("lockstep", 10, nrcpt=lambda i: 2 if i % 2 else 1)
-    preload(p, msgs)
-    wait_arrived(sink, p, sum(len(m.rcpts) for m in msgs))
-    wait_spool_empty(p)
-    sink.wait_closed(timeout=10)
-    dl = check_exactly_once(p, sink, msgs)
-    st = sink.stats()
-    s = stats_summary(st)
+    dl, st, s = deliver_backlog(p, sink, msgs)
     # without PIPELINING any byte sent ahead of a reply is a violation
     assert st["sync_violations"] == 0, s
     assert st["data_cmds"] == 10 and st["bdat_cmds"] == 0, s
@@ -491,13 +393,7 @@ def test_data_backlog_parallel_connections(petrel_factory, sink_factory):
     sink = sink_factory(chunking=False)
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}", start=False)
     msgs = make_msgs("databacklog", 100, nrcpt=lambda i: 2 if i % 3 == 0 else 1)
-    preload(p, msgs)
-    wait_arrived(sink, p, sum(len(m.rcpts) for m in msgs))
-    wait_spool_empty(p)
-    sink.wait_closed(timeout=10)
-    dl = check_exactly_once(p, sink, msgs)
-    st = sink.stats()
-    s = stats_summary(st)
+    dl, st, s = deliver_backlog(p, sink, msgs)
     assert 1 <= st["connections"] <= 10 and st["tls_handshakes"] == st["connections"], s
     assert st["data_cmds"] == 100 and st["sync_violations"] == 0 and st["rset"] == 0, s
     assert all(d["L"] and not d["K"] for d in dl)
@@ -590,12 +486,7 @@ def test_421_mid_window(petrel_factory, sink_factory):
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}",
                     dest={"max_connections": 1}, start=False)
     msgs = make_msgs("f421", 20)
-    preload(p, msgs)
-    wait_arrived(sink, p, 20, timeout=45)
-    wait_spool_empty(p)
-    check_exactly_once(p, sink, msgs)
-    st = sink.stats()
-    s = stats_summary(st)
+    _, st, s = deliver_backlog(p, sink, msgs, 20, timeout=45, wait_closed=False)
     assert st["messages"] == 20 and st["connections"] == 7, s
     assert st["faults_fired"] == 6, s
     assert [c["messages"] for c in st["per_connection"]] == [3] * 6 + [2], \
@@ -621,12 +512,7 @@ def test_drop_in_content(petrel_factory, sink_factory, chunking, fault):
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}",
                     dest={"max_connections": 1}, start=False)
     msgs = make_msgs("drop", 8)
-    preload(p, msgs)
-    wait_arrived(sink, p, 8, timeout=45)
-    wait_spool_empty(p)
-    check_exactly_once(p, sink, msgs)
-    st = sink.stats()
-    s = stats_summary(st)
+    _, st, s = deliver_backlog(p, sink, msgs, 8, timeout=45, wait_closed=False)
     assert st["faults_fired"] == 3, s
     assert [c["messages"] for c in st["per_connection"]] == [2, 2, 2, 2], \
         st["per_connection"]
@@ -925,11 +811,7 @@ def test_messages_per_connection_limit(petrel_factory, sink_factory, limit):
     p = make_petrel(petrel_factory, route=f"127.0.0.1:{sink.port}", dest=dest,
                     start=False)
     msgs = make_msgs("permconn", 10)
-    preload(p, msgs)
-    wait_arrived(sink, p, 10, timeout=20)
-    wait_spool_empty(p)
-    sink.wait_closed(timeout=10)
-    check_exactly_once(p, sink, msgs)
+    deliver_backlog(p, sink, msgs, 10, timeout=20)
     per = sink.stats()["per_connection"]
     assert [c["messages"] for c in per] == [4, 4, 2], per
     assert [c["mail"] for c in per] == [4, 4, 2], per

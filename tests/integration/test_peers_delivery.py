@@ -42,7 +42,6 @@ import hashlib
 import os
 import re
 import shutil
-import smtplib
 import socket
 import subprocess
 import sys
@@ -59,7 +58,10 @@ sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import free_port  # noqa: E402
 from postfix_instance import PostfixInstance  # noqa: E402
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import (TS, dest_section, log_deliveries, one_sink,  # noqa: E402
+                              queue_held, smtp_submit, wait_rcpts, wait_until)
+from delivery_helpers import log_grep as grep  # noqa: E402
+from delivery_helpers import wait_completed as _wait_completed  # noqa: E402
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 PEER = "peer.example"           # the destination under test
@@ -69,11 +71,6 @@ MAX_CONNECTIONS = 4
 
 TOP = {"queue_only": "no", "retry_initial": "1s", "retry_max": "2s"}
 
-TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
-DLV_RX = re.compile(
-    rf"^{TS} (?P<id>\S+) => (?P<rcpt>\S+) H=(?P<host>\S+) \[(?P<ip>[^\]]+)\]:"
-    r"(?P<port>\d+) C=(?P<conn>\d+)#(?P<seq>\d+)(?: X=(?P<tls>\S+))?"
-    r"(?P<L> L)?(?P<K> K)? C=\"(?P<reply>[^\"]*)\" QT=\d+ms DT=\d+ms$")
 FAIL_RX = re.compile(rf"^{TS} (?P<id>\S+) \*\* (?P<rcpt>\S+) (?P<rest>.*)$")
 CLOSED_RX = re.compile(rf"^{TS} C=(?P<conn>\d+) H=\S+ \[[^\]]*\]:(?P<port>\d+) "
                        r"closed(?:: (?P<why>.*))? \((?P<n>\d+) messages\)$")
@@ -82,18 +79,6 @@ TID_RX = re.compile(rb"^X-Test-Id: (\S+?)\r?$", re.M)
 
 # --------------------------------------------------------------------------
 # small helpers
-
-
-def wait_until(pred, timeout, what, diag=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            extra = ("\n" + diag()) if diag else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -131,24 +116,7 @@ def make_msg(tag, i, rcpts, size=0):
 
 def inject(port, msgs, timeout=30):
     """Submit msgs to Petrel in one smtplib session; records queue ids."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as c:
-        c.ehlo("injector.test")
-        for m in msgs:
-            code, resp = c.mail(m.sender)
-            assert code == 250, f"MAIL: {code} {resp!r}"
-            for r in m.rcpts:
-                code, resp = c.rcpt(r)
-                assert code == 250, f"RCPT {r}: {code} {resp!r}"
-            code, resp = c.data(m.content)
-            mm = re.search(rb"queued as (\S+)", resp)
-            assert code == 250 and mm, f"DATA: {code} {resp!r}"
-            m.qid = mm.group(1).decode()
-    return msgs
-
-
-def dest_section(pattern, **kw):
-    return "\n".join([f"[destination {pattern}]"] +
-                     [f"{k} = {v}" for k, v in kw.items()]) + "\n"
+    return smtp_submit(port, msgs, timeout)
 
 
 def submit(p, msgs, mode):
@@ -160,15 +128,11 @@ def submit(p, msgs, mode):
     if mode == "live":
         p.start()
         return inject(p.port, msgs)
-    p.top["queue_only"] = "yes"
-    p.write_config()
-    p.start()
-    inject(p.port, msgs)
-    assert len(p.queue_ids()) == len(msgs)
-    p.stop()
-    p.top["queue_only"] = "no"
-    p.write_config()
-    p.start()
+
+    def fill():
+        inject(p.port, msgs)
+        assert len(p.queue_ids()) == len(msgs)
+    queue_held(p, fill)
     return msgs
 
 
@@ -184,32 +148,11 @@ def make_petrel(factory, peer_port, sender_port, **peer_opts):
 
 
 def deliveries(p):
-    out = []
-    for ln in p.log_lines():
-        if " => " in ln:
-            m = DLV_RX.match(ln)
-            assert m, f"malformed delivery line: {ln!r}"
-            out.append(m.groupdict() | {"line": ln})
-    return out
-
-
-def grep(p, rx):
-    r = re.compile(rx)
-    return [ln for ln in p.log_lines() if r.search(ln)]
-
-
-def completed(p):
-    return {ln.split()[2] for ln in grep(p, r" Completed$")}
+    return log_deliveries(p)
 
 
 def wait_completed(p, msgs, timeout=30):
-    def pred():
-        p.check_alive()
-        return all(m.qid in completed(p) for m in msgs)
-    wait_until(pred, timeout, "'Completed' for every message",
-               lambda: "missing: " + str([m.qid for m in msgs
-                                          if m.qid not in completed(p)][:5])
-               + "\n" + "\n".join(p.log_lines()[-25:]))
+    _wait_completed(p, msgs, timeout, check_alive=True)
 
 
 def wait_closed(p, conns, timeout=10):
@@ -606,26 +549,11 @@ def postfix_factory(request):
 
 @pytest.fixture
 def final_sink(tmp_path, request):
-    s = SinkProcess(0, workdir=str(tmp_path / "final-sink"))
-    s.start()
-    yield s
-    s.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print(f"==== final sink log ====\n{s.log()[-3000:]}")
-
-
-def sink_rcpt_count(sink):
-    return sum(len(e["rcpts"]) for e in sink.messages())
+    yield from one_sink(tmp_path, "final-sink", request, label="final sink")
 
 
 def wait_final(sink, p, n_rcpts, pf, timeout=30):
-    def pred():
-        p.check_alive()
-        return sink_rcpt_count(sink) >= n_rcpts
-    wait_until(pred, timeout, f"{n_rcpts} recipients at the final sink",
-               lambda: f"have {sink_rcpt_count(sink)}\n" + "\n".join(p.log_lines()[-15:])
-               + "\n" + pf.maillog_tail(15))
+    wait_rcpts(sink, p, n_rcpts, timeout, "at the final sink", 15, lambda: pf.maillog_tail(15))
 
 
 def check_final_copies(sink, msgs, expect_rcpts):

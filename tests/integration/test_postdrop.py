@@ -31,7 +31,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import BIN, BUILT_BIN, HOSTNAME, Petrel  # noqa: E402
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import sink, wait_until  # noqa: E402,F401  (sink: a fixture)
 
 POSTDROP = Path(os.environ.get("PETREL_POSTDROP_TEST_BIN")
                 or BUILT_BIN.parent / "petrel-postdrop-test")
@@ -164,22 +163,6 @@ def site(sysuser, tmp_path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def sink(tmp_path):
-    s = SinkProcess(0, workdir=str(tmp_path / "sink"))
-    s.start()
-    yield s
-    s.stop()
-
-
-def wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def ok(r):
     assert r.returncode == 0, (f"exit {r.returncode}\nstdout: {r.stdout!r}\n"
                                f"stderr: {r.stderr!r}")
@@ -227,7 +210,7 @@ def test_nobody_sendmail_t_delivered_while_daemon_runs(site, sink):
     s = site(sink=sink)
     r = ok(s.sendmail("-t", data=MSG))
     assert r.stdout == b"" and r.stderr == b""
-    wait(lambda: len(sink.messages()) == 1, 15, "delivery to the sink")
+    wait_until(lambda: len(sink.messages()) == 1, 15, "delivery to the sink")
     env = sink.messages()[0]
     assert env["mail_from"] == f"nobody@{HOSTNAME}"
     assert sorted(env["rcpts"]) == [f"a@{SINK_DOMAIN}", f"b@{SINK_DOMAIN}"]
@@ -237,8 +220,8 @@ def test_nobody_sendmail_t_delivered_while_daemon_runs(site, sink):
     log = s.p.log_text()
     assert re.search(rf"\S+ <= nobody@{re.escape(HOSTNAME)} U=nobody P=local "
                      r"S=\d+ id=<[^>]+> maildrop=[0-9a-f]{32}$", log, re.M), log
-    wait(lambda: s.maildrop_files() == [] and s.p.queue_ids() == [], 10,
-         "maildrop/ and queue/ to empty")
+    wait_until(lambda: s.maildrop_files() == [] and s.p.queue_ids() == [], 10,
+               "maildrop/ and queue/ to empty")
 
 
 def test_waits_in_maildrop_while_stopped_then_delivered(site, sink):
@@ -255,7 +238,7 @@ def test_waits_in_maildrop_while_stopped_then_delivered(site, sink):
         (NOBODY.pw_uid, gid, 0o640)
     assert s.p.queue_ids() == []
     s.p.start()
-    wait(lambda: len(sink.messages()) == 1, 15, "delivery after the start")
+    wait_until(lambda: len(sink.messages()) == 1, 15, "delivery after the start")
     assert sink.messages()[0]["mail_from"] == f"cron@{SINK_DOMAIN}"
     assert s.maildrop_files() == []
     # The file's owner, not anything in it, names the user.
@@ -276,8 +259,8 @@ def test_malformed_files_go_to_corrupt(site):
         path = s.maildrop / n
         path.write_bytes(data)
         os.chown(path, NOBODY.pw_uid, -1)
-    wait(lambda: sorted(os.listdir(s.corrupt)) == sorted(bad), 10,
-         "every bad file in corrupt/")
+    wait_until(lambda: sorted(os.listdir(s.corrupt)) == sorted(bad), 10,
+               "every bad file in corrupt/")
     assert s.maildrop_files() == [] and s.p.queue_ids() == []
     for n, data in bad.items():
         assert (s.corrupt / n).read_bytes() == data
@@ -289,14 +272,14 @@ def test_malformed_files_go_to_corrupt(site):
                          rf"moved to {re.escape(str(s.corrupt / n))}$", log, re.M), (n, log)
     # A good one still goes through.
     (s.maildrop / "good").write_bytes(spool_bytes(good_content))
-    wait(lambda: len(s.p.queue_ids()) == 1, 10, "the good file queued")
+    wait_until(lambda: len(s.p.queue_ids()) == 1, 10, "the good file queued")
     assert s.maildrop_files() == []
 
 
 def test_claims_left_by_a_previous_run_are_settled(site):
     s = site(queue_only="yes")
     ok(s.sendmail("-f", "s@example.com", "a@example.com", data="x\n"))
-    wait(lambda: len(s.p.queue_ids()) == 1, 10, "the message queued")
+    wait_until(lambda: len(s.p.queue_ids()) == 1, 10, "the message queued")
     (qid,) = s.p.queue_ids()
     s.p.stop()
     content = b"Subject: y\r\n\r\ny\r\n"
@@ -305,8 +288,8 @@ def test_claims_left_by_a_previous_run_are_settled(site):
     # Claimed, never committed: taken again.
     (s.maildrop / "again,1xZZZZ-ZZZZZZ-ZZ").write_bytes(spool_bytes(content))
     s.p.start()
-    wait(lambda: s.maildrop_files() == [] and len(s.p.queue_ids()) == 2, 10,
-         "maildrop/ settled")
+    wait_until(lambda: s.maildrop_files() == [] and len(s.p.queue_ids()) == 2, 10,
+               "maildrop/ settled")
     assert f"{qid} pickup: maildrop/done,{qid} was queued before the last stop" \
         in s.p.log_text()
 
@@ -332,7 +315,7 @@ def test_postdrop_refusals_leave_nothing(site):
     r = s.as_nobody([s.postdrop], data=spool_bytes(b"Subject: z\r\n\r\nz\r\n"),
                     env={"PETREL_CONFIG": "/nonexistent"})
     assert r.returncode == 0, r
-    wait(lambda: len(s.p.queue_ids()) == 1, 10, "the message queued")
+    wait_until(lambda: len(s.p.queue_ids()) == 1, 10, "the message queued")
 
 
 def test_postdrop_missing_maildrop_fails_cleanly(site):

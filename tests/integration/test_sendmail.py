@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tools"))
 
 from petrel_helpers import (BIN, HOSTNAME, Petrel, parse_queue_output,  # noqa: E402
                             split_received)
-from smtp_sink import SinkProcess  # noqa: E402
+from delivery_helpers import sink, wait_until  # noqa: E402,F401  (sink: a fixture)
 
 SM_BIN = Path(os.environ.get("PETREL_SENDMAIL_BIN") or BIN)
 SINK_DOMAIN = "sink.example"
@@ -411,29 +411,13 @@ def _sink_daemon(petrel_factory, sink, queue_only="no"):
                                "retry_max": "2s"}, extra=dest)
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def sink(tmp_path):
-    s = SinkProcess(0, workdir=str(tmp_path / "sink"))
-    s.start()
-    yield s
-    s.stop()
-
-
 def test_daemon_running_delivers_at_once(petrel_factory, sink):
     p = _sink_daemon(petrel_factory, sink)
     msg = (f"To: a@{SINK_DOMAIN}\nBcc: b@{SINK_DOMAIN}\nSubject: now\n\n"
            "delivered at once\n")
     ok(sendmail(p, "-t", "-f", f"s@{SINK_DOMAIN}", data=msg))
-    _wait(lambda: len(sink.messages()) >= 1, 10, "the sink to receive the message")
-    _wait(lambda: not p.queue_ids(), 10, "the spool to empty")
+    wait_until(lambda: len(sink.messages()) >= 1, 10, "the sink to receive the message")
+    wait_until(lambda: not p.queue_ids(), 10, "the spool to empty")
     got = sink.messages()
     assert len(got) == 1
     env = got[0]
@@ -453,7 +437,7 @@ def test_odq_not_announced(petrel_factory, sink):
     time.sleep(1.0)
     assert len(p.queue_ids()) == 1 and sink.messages() == []
     p.restart()
-    _wait(lambda: len(sink.messages()) == 1, 10, "delivery after the restart")
+    wait_until(lambda: len(sink.messages()) == 1, 10, "delivery after the restart")
 
 
 def test_bp_lists_with_and_without_daemon(conf, tmp_path):

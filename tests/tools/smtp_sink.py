@@ -112,18 +112,19 @@ x="v" -> --x v, x=[a, b] -> --x a --x b; eightbitmime=False -> --no-8bitmime.
 import argparse
 import asyncio
 import hashlib
-import ipaddress
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _procutil import ToolProcess, atomic_write, parse_hostport, stop_event  # noqa: E402
 
 MAX_LINE = 4096
 # Commands that RFC 2920 says end a pipelining group (unknown ones too).
@@ -148,24 +149,6 @@ def log(msg):
 
 # --------------------------------------------------------------------------
 # options
-
-
-def parse_hostport(text):
-    """"127.0.0.1:25" / "[::1]:25" -> (host, port); loopback only."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad address {text!r} (HOST:PORT or [V6]:PORT)")
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{host!r}: give a literal IP address")
-    if not ip.is_loopback:
-        raise argparse.ArgumentTypeError(f"{host}: loopback addresses only")
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"bad port {port}")
-    return host, port
 
 
 def parse_fault(text):
@@ -253,13 +236,6 @@ def build_parser():
 
 # --------------------------------------------------------------------------
 # shared state
-
-
-def atomic_write(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class Stats:
@@ -1103,27 +1079,7 @@ async def amain(opts):
             {"pid": os.getpid(), "listen": bound, "cert": sink.cert, "key": sink.key}).encode())
     log("listening on " + ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound))
 
-    stop = asyncio.Event()
-    why = []
-
-    def request_stop(reason):
-        if not why:
-            why.append(reason)
-        stop.set()
-
-    loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-    if opts.max_runtime > 0:
-        loop.call_later(opts.max_runtime, request_stop, "max runtime")
-
-    def watch_parent():
-        if os.getppid() != opts.parent_pid:
-            request_stop("parent exited")
-        else:
-            loop.call_later(1.0, watch_parent)
-
-    if opts.parent_pid:
-        watch_parent()
+    stop, why = stop_event(loop, opts)
     await stop.wait()
     for s in servers:
         s.close()
@@ -1157,35 +1113,6 @@ def main(argv=None):
 # pytest API
 
 
-def _wait_ready(proc, ready_file, logpath, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(ready_file):
-            with open(ready_file) as f:
-                return json.load(f)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
-    rc = proc.poll()
-    if rc is None:
-        proc.kill()
-        proc.wait(5)
-    with open(logpath, errors="replace") as f:
-        raise RuntimeError(f"{os.path.basename(proc.args[1])} did not start "
-                           f"(exit {rc}):\n{f.read()}")
-
-
-def _stop_proc(proc, timeout=5.0):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-    return proc.returncode
-
-
 def options_to_args(options):
     args = []
     for k, v in options.items():
@@ -1204,7 +1131,7 @@ def options_to_args(options):
     return args
 
 
-class SinkProcess:
+class SinkProcess(ToolProcess):
     """Runs smtp_sink.py as a subprocess; a context manager.
 
     SinkProcess(port=0, host="127.0.0.1", listen6=None, workdir=None,
@@ -1217,35 +1144,22 @@ class SinkProcess:
 
     def __init__(self, port=0, host="127.0.0.1", listen6=None, workdir=None,
                  maildir=True, **options):
-        self.own_dir = workdir is None
-        self.dir = workdir or tempfile.mkdtemp(prefix="smtp-sink-")
-        os.makedirs(self.dir, exist_ok=True)
-        self.stats_path = os.path.join(self.dir, "stats.json")
-        self.ready_path = os.path.join(self.dir, "ready.json")
-        self.log_path = os.path.join(self.dir, "sink.log")
+        self.init_dir(workdir, "smtp-sink-", "stats.json", "ready.json", "sink.log")
         self.maildir = os.path.join(self.dir, "maildir") if maildir is True else (maildir or None)
         options.setdefault("max_runtime", 3600)
-        self.args = [sys.executable, self.SCRIPT, "--listen", f"{host}:{port}",
-                     "--stats", self.stats_path, "--ready-file", self.ready_path,
-                     "--parent-pid", str(os.getpid())]
+        self.args = self.base_args(self.SCRIPT) + ["--listen", f"{host}:{port}"]
         if listen6 is not None:
             self.args += ["--listen", f"[::1]:{listen6}"]
         if self.maildir:
             self.args += ["--maildir", self.maildir]
         self.args += options_to_args(options)
-        self.proc = None
         self.ready = None
 
     def start(self):
-        for p in (self.ready_path, self.stats_path):
-            if os.path.exists(p):
-                os.unlink(p)
+        self.clear_files()
         for attempt in (1, 2):
-            with open(self.log_path, "ab") as logf:
-                self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                             stdout=logf, stderr=logf)
             try:
-                self.ready = _wait_ready(self.proc, self.ready_path, self.log_path)
+                self.ready = self.spawn()
                 break
             except RuntimeError:
                 # killed by a signal before it was ready (not by its own error,
@@ -1259,26 +1173,8 @@ class SinkProcess:
         self.cert = self.ready.get("cert")
         return self
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        if self.own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def stop(self):
-        """SIGTERM, wait; returns the exit status. Stats stay readable."""
-        if self.proc is None:
-            return None
-        return _stop_proc(self.proc)
-
     def running(self):
         return self.proc is not None and self.proc.poll() is None
-
-    def stats(self):
-        with open(self.stats_path) as f:
-            return json.load(f)
 
     def wait_stats(self, pred, timeout=5.0):
         """Poll the stats until pred(stats) is true; returns them (or raises)."""
@@ -1312,10 +1208,6 @@ class SinkProcess:
                 env["content"] = f.read()
             out.append(env)
         return out
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
 
 
 if __name__ == "__main__":
