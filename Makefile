@@ -4,7 +4,7 @@ BUILD ?= build
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz install
+.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz install interop
 
 all: build
 
@@ -41,6 +41,12 @@ fuzz:
 
 check-banned:
 	@scripts/check-banned.sh
+
+# Interoperability matrix with real MTAs (private loopback instances);
+# writes docs/interop.md. Not part of `make test` yet (issue 7 is open).
+interop: build
+	scripts/interop-deps.sh
+	/usr/bin/python3 tests/interop/run_interop.py --messages $${INTEROP_MESSAGES:-500}
 
 # Binary, sendmail/mailq links, man pages, systemd unit, logrotate snippet,
 # example configuration, the petrel user and /var/spool/petrel.

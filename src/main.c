@@ -140,9 +140,9 @@ on_drain_tick(evutil_socket_t fd, short what, void *arg)
 
 	if ((in == 0 && out == 0 && sp == 0) || util_now_ms() >= dm->drain_deadline) {
 		if (in || out || sp)
-			log_info("shutdown_timeout reached: %u inbound and %u "
-			    "outbound transactions cut short (the queue keeps "
-			    "them)", in, out);
+			log_info("shutdown_timeout reached: %u inbound sessions "
+			    "and %u outbound transactions/connections cut short "
+			    "(the queue keeps the mail)", in, out);
 		event_base_loopexit(dm->base, NULL);
 	}
 }

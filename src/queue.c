@@ -1624,8 +1624,10 @@ queue_busy(const struct queue *q)
 {
 	unsigned n = 0;
 
+	/* Transactions in flight, plus every open connection: after
+	 * queue_drain() each one sends QUIT and closes by itself. */
 	for (const struct dest *d = q->dests; d; d = d->next)
 		for (const struct mta_conn *c = d->conns; c; c = mta_conn_next(c))
-			n += mta_conn_busy(c);
+			n += mta_conn_busy(c) + 1;
 	return n;
 }

@@ -106,8 +106,8 @@ void queue_reconfigure(struct queue *q, const struct config *cfg);
 
 /*
  * Shutting down: start no new transaction; idle connections QUIT, busy
- * ones QUIT after their transactions. queue_busy() counts transactions
- * still in flight.
+ * ones QUIT after their transactions. queue_busy() is non-zero while
+ * transactions are in flight or connections are still open.
  */
 void queue_drain(struct queue *q);
 int queue_draining(const struct queue *q);
