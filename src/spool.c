@@ -55,6 +55,7 @@ struct spool_msg {
 	size_t envlen;
 	uint64_t token;
 	int result;          /* 0 or errno, set by the worker */
+	struct spool_msg *merged_into; /* journal line written with another */
 	struct spool_msg *next;
 };
 
@@ -140,14 +141,35 @@ fail:
 }
 
 /*
- * Worker: append a journal line and make it durable. A new journal file
- * also needs the directory fsync: it bumps *dirsync.
+ * Worker: append journal lines and make them durable. Every later journal
+ * job of the same batch for the same message rides along: one write and
+ * one fdatasync for all the recipients a transaction finished. A new
+ * journal file also needs the directory fsync: it bumps *dirsync.
  */
 static int
 spool_journal_one(struct spool *sp, struct spool_msg *m, int *dirsync)
 {
 	char path[PATH_MAX];
 	int fd, err = 0, created = 0;
+	struct buf lines = { 0 };
+	const char *data = m->env;
+	size_t len = m->envlen;
+
+	for (struct spool_msg *n = m->next; n; n = n->next) {
+		if (n->kind != JOB_JOURNAL || n->merged_into ||
+		    strcmp(n->id, m->id) != 0)
+			continue;
+		if (buf_len(&lines) == 0 &&
+		    buf_append(&lines, m->env, m->envlen) == -1)
+			break;
+		if (buf_append(&lines, n->env, n->envlen) == -1)
+			break;
+		n->merged_into = m;
+	}
+	if (buf_len(&lines) > 0) {
+		data = buf_ptr(&lines);
+		len = buf_len(&lines);
+	}
 
 	if (spool_path(sp, "journal", m->id, path, sizeof(path)) == -1)
 		return ENAMETOOLONG;
@@ -156,11 +178,15 @@ spool_journal_one(struct spool *sp, struct spool_msg *m, int *dirsync)
 		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 		created = 1;
 	}
-	if (fd == -1)
-		return errno;
-	if (util_write_all(fd, m->env, m->envlen) == -1 || fdatasync(fd) == -1)
+	if (fd == -1) {
+		err = errno;
+		buf_free(&lines);
+		return err;
+	}
+	if (util_write_all(fd, data, len) == -1 || fdatasync(fd) == -1)
 		err = errno;
 	close(fd);
+	buf_free(&lines);
 	if (err == 0 && created)
 		(*dirsync)++;
 	return err;
@@ -214,13 +240,17 @@ spool_worker(void *arg)
 					ok++;
 				break;
 			case JOB_JOURNAL:
-				m->result = spool_journal_one(sp, m, &jsync);
+				if (m->merged_into == NULL)
+					m->result = spool_journal_one(sp, m, &jsync);
 				break;
 			case JOB_REMOVE:
 				m->result = spool_remove_one(sp, m);
 				break;
 			}
 		}
+		for (m = batch; m; m = m->next)
+			if (m->merged_into)
+				m->result = m->merged_into->result;
 		if (jsync > 0 && fsync(sp->jfd) == -1) {
 			int e = errno;
 			for (m = batch; m; m = m->next)

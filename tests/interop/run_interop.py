@@ -296,6 +296,7 @@ def receiver_side(p, row, msgs):
     got = [ln for ln in lines if " <= " in ln]
     row.conns = str(len(conn))
     row.tls = f"{sum(1 for ln in got if ' X=' in ln)}/{len(got)} msgs"
+    row.tls_petrel = row.tls
     protos = Counter(re.search(r" P=(\S+)", ln).group(1) for ln in got)
     row.notes.append("Petrel logged P= " + ", ".join(f"{k}×{v}" for k, v in protos.items()))
     sync = p.sync_error_lines()
@@ -336,11 +337,212 @@ def row_exim_send(msgs, work):
     return row
 
 
+# --------------------------------------------------------------------------
+# peer -> Petrel rows added for Postfix, swaks, smtp-source, smtplib
+
+
+def postfix_version():
+    try:
+        import subprocess as sp
+        r = sp.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
+                   timeout=10, text=True)
+        return r.stdout.strip() or "?"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def wait_spool(p, n, timeout, diag=None):
+    """Wait until Petrel's queue/ holds n messages (queue_only = yes)."""
+    try:
+        wait_until(lambda: len(p.queue_files()) >= n, timeout,
+                   f"{n} messages in Petrel's spool", diag)
+        return None
+    except AssertionError as e:
+        return str(e).splitlines()[0]
+
+
+def row_postfix_send(msgs, work):
+    from postfix_instance import PostfixInstance
+    row = Row(f"Postfix {postfix_version()} (postfix)", "peer → Petrel")
+    p = petrel_receiver(work / "petrel")
+    try:
+        pf = PostfixInstance(relayhost=("127.0.0.1", p.port), main_extra={
+            "smtp_tls_security_level": "encrypt",
+            "smtp_tls_loglevel": "1",
+            # Postfix defaults, spelled out: pipelining when offered; the
+            # Postfix SMTP client never sends BDAT (CHUNKING is smtpd-only)
+            "smtp_pipelining_enable": "yes",
+            "smtpd_forbid_unauth_pipelining": "no",   # the injector is lock-step anyway
+        })
+        with pf:
+            submit(pf.port, msgs)
+            row.sent = sum(len(m.rcpts) for m in msgs)
+            err = wait_spool(p, len(msgs), ROW_TIMEOUT, lambda: pf.maillog_tail(15))
+            if err:
+                row.errors.append(err)
+            try:
+                pf.wait_maillog(r"relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+.*status=sent",
+                                count=len(msgs), timeout=30)
+            except AssertionError as e:
+                row.errors.append(str(e).splitlines()[0])
+            lines = pf.maillog_lines()
+            sent = [ln for ln in lines if "status=sent" in ln]
+            tls = [ln for ln in lines if "TLS connection established to" in ln]
+            reuse = sum(1 for ln in sent if re.search(r"conn_use=\d+", ln))
+            pf_tls = len(tls)
+            row.pipelining = "yes (Postfix default; not logged)"
+            row.chunking = "no (Postfix client never sends BDAT)"
+            row.notes.append(f"Postfix logged {len(sent)} status=sent lines "
+                             f"({reuse} over a reused connection, conn_use=), "
+                             f"{len(tls)} TLS connections: "
+                             f"`{tls[0].split(': ', 1)[-1][:140] if tls else '-'}`")
+            bad = [ln for ln in lines if re.search(r"status=(deferred|bounced)|"
+                                                   r"warning:|lost connection", ln)]
+            row.notes.append(f"{len(bad)} defers/bounces/warnings logged by Postfix")
+            row.errors += [ln.split(": ", 1)[-1][:200] for ln in bad][:10]
+        receiver_side(p, row, msgs)
+        row.tls = f"{pf_tls} conns (Postfix); {row.tls_petrel}"
+    finally:
+        p.stop()
+    return row
+
+
+def row_smtplib(msgs, work):
+    row = Row(f"Python {sys.version.split()[0]} smtplib", "peer → Petrel")
+    p = petrel_receiver(work / "petrel")
+    try:
+        submit(p.port, msgs, starttls=True)
+        row.sent = sum(len(m.rcpts) for m in msgs)
+        err = wait_spool(p, len(msgs), 30, lambda: tail(p, 15))
+        if err:
+            row.errors.append(err)
+        row.pipelining = "no (smtplib is lock-step)"
+        row.chunking = "no (smtplib has no BDAT)"
+        receiver_side(p, row, msgs)
+        row.tls = row.tls_petrel
+        row.notes.append("one session, STARTTLS, sendmail() per message (MAIL, RCPT…, "
+                         "DATA lock-step)")
+    finally:
+        p.stop()
+    return row
+
+
+def swaks_one(port, m, d):
+    import subprocess as sp
+    f = d / f"{m.tid}.eml"
+    # swaks sends the data, then "\r\n.\r\n": without the final CRLF here
+    # the data would arrive with an extra empty line (a swaks convention)
+    assert m.content.endswith(b"\r\n")
+    f.write_bytes(m.content[:-2])
+    r = sp.run(["swaks", "--server", f"127.0.0.1:{port}", "-tls", "--pipeline",
+                "--helo", "swaks.test", "--from", m.sender, "--to", ",".join(m.rcpts),
+                "--data", f"@{f}", "--timeout", "60", "--silent", "2"],
+               capture_output=True, timeout=120, stdin=sp.DEVNULL)
+    f.unlink()
+    return m, r
+
+
+def row_swaks(msgs, work):
+    import subprocess as sp
+    from concurrent.futures import ThreadPoolExecutor
+    v = sp.run(["swaks", "--version"], capture_output=True, text=True, timeout=10)
+    ver = (v.stdout.split()[2] if len(v.stdout.split()) > 2 else "?")
+    row = Row(f"swaks {ver} (-tls --pipeline)", "peer → Petrel")
+    n = int(os.environ.get("INTEROP_SWAKS_MESSAGES", str(len(msgs))))
+    msgs = msgs[:n]
+    p = petrel_receiver(work / "petrel")
+    d = work / "swaks"
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        fails = []
+        with ThreadPoolExecutor(max_workers=16) as ex:
+            for m, r in ex.map(lambda m: swaks_one(p.port, m, d), msgs):
+                if r.returncode != 0:
+                    fails.append(f"{m.tid}: swaks exit {r.returncode}: "
+                                 f"{r.stderr.decode(errors='replace')[-200:]!r}")
+        row.sent = sum(len(m.rcpts) for m in msgs)
+        row.errors += fails[:10]
+        if len(fails) > 10:
+            row.errors.append(f"{len(fails)} swaks processes failed")
+        err = wait_spool(p, len(msgs), 30, lambda: tail(p, 15))
+        if err:
+            row.errors.append(err)
+        row.pipelining = "yes (swaks --pipeline: MAIL+RCPT… in one write)"
+        row.chunking = "no (swaks has no BDAT)"
+        receiver_side(p, row, msgs)
+        row.tls = row.tls_petrel
+        row.notes.append(f"{len(msgs)} swaks processes (one per message, 16 at a time), "
+                         "each -tls --pipeline --data @file")
+    finally:
+        p.stop()
+    return row
+
+
+def row_smtp_source(msgs, work):
+    """smtp-source sends one file N times: the content is checked against
+    that file (every copy the same X-Test-Id, so not check_arrivals)."""
+    import subprocess as sp
+    row = Row(f"smtp-source (Postfix {postfix_version()}), 20 sessions", "peer → Petrel")
+    n = len(msgs)
+    m = msgs[1]
+    p = petrel_receiver(work / "petrel")
+    try:
+        f = work / "smtp-source.eml"
+        # smtp-source appends CRLF to each line it reads and then sends
+        # CRLF.CRLF: a file ending in LF would add an empty last line
+        f.write_bytes(norm(m.content)[:-1])
+        rcpt = "smtpsource@" + LOCAL_DOMAIN
+        r = sp.run(["smtp-source", "-s", "20", "-m", str(n), "-d", "-M", "smtp-source.test",
+                    "-f", m.sender, "-t", rcpt, "-F", str(f), f"127.0.0.1:{p.port}"],
+                   capture_output=True, timeout=ROW_TIMEOUT, stdin=sp.DEVNULL)
+        if r.returncode != 0:
+            row.errors.append(f"smtp-source exit {r.returncode}: "
+                              f"{r.stderr.decode(errors='replace')[-300:]!r}")
+        row.sent = n
+        err = wait_spool(p, n, 30, lambda: tail(p, 15))
+        if err:
+            row.errors.append(err)
+        stored = p.all_msgs()
+        ok = 0
+        for sm in stored:
+            _, body = split_body(sm.content)
+            if body_hash_of(body) == m.hash and [x.lower() for x in sm.rcpts] == [rcpt]:
+                ok += 1
+            else:
+                row.errors.append(f"{sm.path.name}: rcpts {sm.rcpts} or body differ")
+        row.intact = min(ok, n)
+        if len(stored) > n:
+            row.errors.append(f"{len(stored)} messages stored for {n} sent")
+        lines = p.log_lines()
+        conn = [ln for ln in lines if "SMTP connection from" in ln]
+        got = [ln for ln in lines if " <= " in ln]
+        row.conns = str(len(conn))
+        row.tls = f"{sum(1 for ln in got if ' X=' in ln)}/{len(got)} msgs"
+        row.pipelining = "no (smtp-source is lock-step)"
+        row.chunking = "no"
+        sync = p.sync_error_lines()
+        row.errors += [f"SYNC: {ln}" for ln in sync]
+        row.notes.append(f"`smtp-source -s 20 -m {n} -d -F file`: the same message "
+                         "(dot-leading lines, 8-bit) {n} times over 20 parallel sessions; "
+                         "smtp-source has no STARTTLS, so plaintext".replace("{n}", str(n)))
+        row.notes.append(f"{len(sync)} synchronization errors logged by Petrel")
+        for ln in lines:
+            if re.search(r"rejected|too many errors|timeout in state|connection lost", ln):
+                row.errors.append(ln.split(" ", 2)[2][:200])
+    finally:
+        p.stop()
+    return row
+
+
 ROWS = {
     "aiosmtpd": (row_aiosmtpd, PEER_DOMAIN),
     "exim-recv": (row_exim_recv, PEER_DOMAIN),
     "opensmtpd": (row_opensmtpd, PEER_DOMAIN),
     "exim-send": (row_exim_send, LOCAL_DOMAIN),
+    "postfix-send": (row_postfix_send, LOCAL_DOMAIN),
+    "swaks": (row_swaks, LOCAL_DOMAIN),
+    "smtp-source": (row_smtp_source, LOCAL_DOMAIN),
+    "smtplib": (row_smtplib, LOCAL_DOMAIN),
 }
 
 

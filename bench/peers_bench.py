@@ -1,0 +1,451 @@
+"""The three MTAs of bench/compare.py, each driven the same way:
+
+    m = PetrelBench(route_port)     # or PostfixBench, EximBench
+    m.setup()                       # started, delivery held; SMTP on m.port
+    inject(m.port, n, size)         # N messages over SMTP (4 sessions)
+    m.wait_queued(n)                # all N in the queue
+    m.release(acct)                 # delivery released (timing starts before)
+    acct.sample(m.session_ids())    # while waiting for the sink
+    m.finish(acct); m.stop()
+
+Everything runs on 127.0.0.1 in private directories; each MTA is stopped
+by its own PID / process group (never by name). Settings: docs/bench/SETTINGS.md.
+
+Accounting
+----------
+CPU: every MTA process of the delivery phase runs in one session (Petrel:
+started with setsid; Postfix: its master is a session leader and restarted
+for the delivery phase; Exim: the queue runner is started with setsid).
+Accounting.sample() reads /proc/PID/stat of every member of that session:
+utime+stime+cutime+cstime (cutime/cstime: children the process reaped, so
+short-lived workers are counted by whoever waited for them). CPU seconds =
+the sum over the processes alive at the last sample (taken right after the
+sink has N) minus what each had at release. Exim's queue runner is our own
+child: its exact rusage (os.wait4, all descendants it reaped) replaces the
+sampled figure. Peak RSS: the largest VmHWM of any one process of the
+session (for Exim also the runner's ru_maxrss), and the largest sum of VmRSS
+over the session's processes seen in one sample (sampled every ~10 ms).
+"""
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "interop"))
+
+PETREL = os.path.join(ROOT, "build", "petrel")
+TICK = os.sysconf("SC_CLK_TCK")
+DOMAIN = "bench.example"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_greeting(port, timeout=20, proc=None):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(100).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"no greeting on port {port}")
+
+
+def inject(port, n, size, sessions=4):
+    """N messages of about SIZE bytes to rK@bench.example over SMTP."""
+    body = ("x" * 76 + "\r\n") * max(1, size // 78)
+    errors = []
+
+    def worker(k):
+        try:
+            s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+            for i in range(k, n, sessions):
+                msg = (f"From: a@{DOMAIN}\r\nTo: r@{DOMAIN}\r\n"
+                       f"Subject: bench {i}\r\nMessage-ID: <b{i}@bench>\r\n\r\n" + body)
+                s.sendmail(f"a@{DOMAIN}", [f"r{i % 7}@{DOMAIN}"], msg)
+            s.quit()
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"injection failed: {errors[:3]}")
+
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        head, rest = f.read().rsplit(")", 1)
+    fl = rest.split()
+    # fl[0] state, [3] session, [11..14] utime stime cutime cstime, [19] starttime
+    return fl[0], int(fl[3]), sum(int(x) for x in fl[11:15]), int(fl[19])
+
+
+def _mem(pid):
+    hwm = rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+            elif line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return hwm, rss
+
+
+class Accounting:
+    def __init__(self):
+        self.base = {}          # (pid, start) -> ticks at release
+        self.last = {}          # (pid, start) -> ticks at the latest sample
+        self.seen = set()
+        self.peak_hwm_kib = 0
+        self.peak_total_rss_kib = 0
+        self.exact_cpu = None   # from wait4, when we own the root
+
+    def _scan(self, sids):
+        out = {}
+        total = 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                state, sid, ticks, start = _stat(d)
+                if sid not in sids or state == "Z":
+                    continue
+                hwm, rss = _mem(d)
+            except (OSError, ValueError, IndexError):
+                continue
+            out[(int(d), start)] = ticks
+            self.peak_hwm_kib = max(self.peak_hwm_kib, hwm)
+            total += rss
+        self.peak_total_rss_kib = max(self.peak_total_rss_kib, total)
+        return out
+
+    def begin(self, sids):
+        self.base = self._scan(set(sids))
+
+    def sample(self, sids):
+        self.last = self._scan(set(sids))
+        self.seen.update(self.last)
+
+    def cpu_s(self):
+        if self.exact_cpu is not None:
+            return self.exact_cpu
+        return sum(t - self.base.get(k, 0) for k, t in self.last.items()) / TICK
+
+
+# --------------------------------------------------------------------------
+class PetrelBench:
+    name = "petrel"
+
+    def __init__(self, route_port):
+        self.dir = tempfile.mkdtemp(prefix="petrel-cmp-")
+        self.conf = os.path.join(self.dir, "petrel.conf")
+        self.port = free_port()
+        self.route_port = route_port
+        self.proc = None
+
+    def write_conf(self, queue_only):
+        with open(self.conf, "w") as f:
+            f.write(f"""hostname = bench.petrel.example
+spool_dir = {self.dir}/spool
+log_file = {self.dir}/main.log
+queue_only = {"yes" if queue_only else "no"}
+[listen smtp]
+address = 127.0.0.1:{self.port}
+[destination {DOMAIN}]
+route = 127.0.0.1:{self.route_port}
+tls = may
+idle_timeout = 2s
+""")
+
+    def start(self):
+        self.proc = subprocess.Popen([PETREL, "serve", "-c", self.conf, "-f"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+    def setup(self):
+        self.write_conf(True)
+        self.start()
+        wait_greeting(self.port, proc=self.proc)
+
+    def _stop_proc(self):
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+    def wait_queued(self, n):
+        self._stop_proc()     # SMTP replies were 250: all N are in the spool
+
+    def release(self, acct):
+        self.write_conf(False)
+        acct.begin([])
+        self.start()          # delivery starts with the daemon
+
+    def session_ids(self):
+        return [self.proc.pid] if self.proc else []
+
+    def finish(self, acct):
+        pass
+
+    def stop(self):
+        self._stop_proc()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def version(self):
+        r = subprocess.run([PETREL, "--version"], capture_output=True, text=True, timeout=10)
+        return r.stdout.split("(")[0].replace("petrel", "").strip()
+
+
+# --------------------------------------------------------------------------
+POSTFIX_BEST = {
+    # TLS on the client side, as for the other two (opportunistic)
+    "smtp_tls_security_level": "may",
+    "smtp_tls_loglevel": "0",
+    "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
+    # connection cache: keep connections to this destination open and reuse
+    # them for the next message, TLS included (through tlsproxy)
+    "smtp_connection_cache_on_demand": "yes",
+    "smtp_connection_cache_destinations": "$relayhost",
+    "smtp_tls_connection_reuse": "yes",
+    "smtp_connection_reuse_count_limit": "0",
+    "smtp_connection_reuse_time_limit": "300s",
+    # no artificial throttling of the flush
+    "in_flow_delay": "0",
+}
+
+
+def _postfix_instance_class():
+    from postfix_instance import PostfixInstance
+
+    class BenchPostfix(PostfixInstance):
+        def _write_config(self):
+            super()._write_config()
+            with open(self.etc / "master.cf", "a") as f:
+                f.write("tlsproxy  unix  -       -       n       -       0       tlsproxy\n")
+    return BenchPostfix
+
+
+class PostfixBench:
+    name = "postfix"
+
+    def __init__(self, route_port):
+        cls = _postfix_instance_class()
+        extra = dict(POSTFIX_BEST, defer_transports="smtp")
+        self.pf = cls(relayhost=("127.0.0.1", route_port), main_extra=extra)
+        self.port = self.pf.port
+
+    def setup(self):
+        self.pf.start()
+
+    def _count(self, q):
+        d = self.pf.queue / q
+        return sum(len(fs) for _, _, fs in os.walk(d)) if d.exists() else 0
+
+    def wait_queued(self, n, timeout=120):
+        end = time.time() + timeout
+        while time.time() < end:
+            if self._count("deferred") >= n and self._count("active") == 0 \
+                    and self._count("incoming") == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"postfix: {self._count('deferred')} of {n} deferred\n"
+                               + self.pf.maillog_tail())
+        # delivery phase in a fresh master (like Petrel's restart): the
+        # smtpd/cleanup processes of the injection are not counted
+        old = self.pf.master_pid
+        self.pf.postfix("stop")
+        end = time.time() + 20
+        while os.path.exists(f"/proc/{old}") and time.time() < end:
+            time.sleep(0.05)
+        self.pf.postconf("-e", "defer_transports =")
+
+    def release(self, acct):
+        acct.begin([])
+        self.pf.postfix("start")
+        self.pf.master_pid = int((self.pf.queue / "pid" / "master.pid").read_text().split()[0])
+        self.pf._run(["/usr/sbin/postqueue", "-c", str(self.pf.etc), "-f"], what="postqueue -f")
+
+    def session_ids(self):
+        return [self.pf.master_pid] if self.pf.master_pid else []
+
+    def finish(self, acct):
+        pass
+
+    def stop(self):
+        self.pf.stop()
+
+    def version(self):
+        r = subprocess.run(["postconf", "-d", "-h", "mail_version"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+
+
+# --------------------------------------------------------------------------
+EXIM_BENCH_CONF = """\
+exim_path = {bin}
+keep_environment =
+exim_user = mail
+exim_group = mail
+never_users =
+trusted_users = root:mail
+primary_hostname = exim.bench.test
+spool_directory = {dir}/spool
+log_file_path = {dir}/log/%slog
+pid_file_path = {dir}/exim.pid
+local_interfaces = 127.0.0.1
+daemon_smtp_ports = {port}
+host_lookup =
+rfc1413_hosts =
+tls_advertise_hosts =
+acl_smtp_rcpt = acl_rcpt
+# delivery held while the messages are received; a queue run releases them
+queue_only = true
+# one delivery process at a time inside the queue run (the run itself
+# delivers one host's messages down one connection, see SETTINGS.md)
+remote_max_parallel = 1
+queue_run_max = 1
+smtp_accept_max = 100
+smtp_accept_queue_per_connection = 0
+log_selector = +smtp_connection +tls_cipher
+
+begin acl
+acl_rcpt:
+  accept
+
+begin routers
+bench:
+  driver = manualroute
+  domains = {domain}
+  route_list = * 127.0.0.1
+  transport = bench_smtp
+  self = send
+
+begin transports
+bench_smtp:
+  driver = smtp
+  port = {route_port}
+  hosts_try_chunking = *
+  tls_verify_hosts =
+  tls_try_verify_hosts =
+  connection_max_messages = 0
+  max_rcpt = 100
+
+begin retry
+* * F,10m,2s
+
+begin rewrite
+"""
+
+
+class EximBench:
+    name = "exim"
+
+    def __init__(self, route_port):
+        from peers import EximPeer
+        self.peer = EximPeer()
+        self.peer.conf.write_text(EXIM_BENCH_CONF.format(
+            bin=self.peer.bin, dir=self.peer.dir, port=self.peer.port,
+            route_port=route_port, domain=DOMAIN))
+        self.port = self.peer.port
+        self.runner = None
+
+    def setup(self):
+        self.peer.start()
+
+    def _queued(self):
+        d = self.peer.dir / "spool" / "input"
+        return len(list(d.glob("*-H"))) if d.exists() else 0
+
+    def wait_queued(self, n, timeout=60):
+        end = time.time() + timeout
+        while self._queued() < n and time.time() < end:
+            time.sleep(0.1)
+        if self._queued() < n:
+            raise RuntimeError(f"exim: {self._queued()} of {n} queued\n" + self.peer.diag())
+        # the listening daemon plays no part in delivery: stop it (by its
+        # process group) so that nothing but the queue run delivers
+        p = self.peer.proc
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(10)
+        self.peer.proc = None
+
+    def release(self, acct):
+        acct.begin([])
+        # two-phase queue run, forced: the first phase routes every message,
+        # the second delivers them host by host, one connection per host
+        # (continued deliveries; TLS kept by Exim's TLS proxy process)
+        self.runner = subprocess.Popen(
+            [str(self.peer.bin), "-C", str(self.peer.conf), "-qqf"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def session_ids(self):
+        return [self.runner.pid] if self.runner else []
+
+    def finish(self, acct, timeout=60):
+        r = self.runner
+        end = time.time() + timeout
+        while time.time() < end:
+            pid, status, ru = os.wait4(r.pid, os.WNOHANG)
+            if pid:
+                r.returncode = os.waitstatus_to_exitcode(status)
+                acct.exact_cpu = ru.ru_utime + ru.ru_stime
+                acct.peak_hwm_kib = max(acct.peak_hwm_kib, ru.ru_maxrss)
+                return
+            acct.sample(self.session_ids())
+            time.sleep(0.01)
+
+    def stop(self):
+        r = self.runner
+        if r is not None and r.returncode is None:
+            try:
+                os.killpg(r.pid, signal.SIGTERM)
+                r.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            try:
+                os.killpg(r.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.peer.stop()
+
+    def version(self):
+        r = self.peer.exim("-bV", timeout=10)
+        m = re.search(rb"Exim version (\S+)", r.stdout)
+        return m.group(1).decode() if m else "?"
