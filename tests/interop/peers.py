@@ -368,3 +368,80 @@ class OpenSMTPDPeer(Peer):
 
     def stored(self):
         return self.store.stored()
+
+
+CHASQUID_CONF = """\
+hostname: "chasquid.peer.test"
+max_data_size_mb: 60
+smtp_address: "127.0.0.1:{port}"
+submission_address: "127.0.0.1:{sub_port}"
+submission_over_tls_address: "127.0.0.1:{subtls_port}"
+mail_delivery_agent_bin: "{dir}/mda.sh"
+mail_delivery_agent_args: "%from%"
+mail_delivery_agent_args: "%to%"
+data_dir: "{dir}/data"
+mail_log_path: "{dir}/mail.log"
+"""
+
+CHASQUID_MDA = """\
+#!/bin/sh
+# chasquid's MDA: store stdin as MAIL/<n>.eml with the recipient in <n>.rcpt
+set -e
+f=$(mktemp "{dir}/mail/m.XXXXXXXX")
+cat > "$f"
+printf '%s\\n' "$2" > "$f.rcpt"
+mv "$f" "$f.eml"
+"""
+
+
+class ChasquidPeer(Peer):
+    """chasquid 1.11 from build-interop/peers/chasquid, -config_dir DIR/etc.
+    Every address listens on 127.0.0.1 (free ports; the default "systemd"
+    would need socket activation). It accepts mail for peer.example for the
+    users listed in DIR/etc/domains/peer.example/users (plain passwords,
+    never used) and hands each copy to DIR/mda.sh, which stores it."""
+    name = "chasquid"
+
+    def __init__(self, users, port=None, keep=False):
+        super().__init__(port, keep)
+        self.bin = PEERS / "chasquid" / "usr" / "bin" / "chasquid"
+        if not os.access(self.bin, os.X_OK):
+            raise PeerError(f"{self.bin} missing: run scripts/interop-deps.sh")
+        etc = self.dir / "etc"
+        cert = etc / "certs" / "chasquid.peer.test"
+        cert.mkdir(parents=True)
+        make_cert(cert, "chasquid.peer.test")
+        os.rename(cert / "cert.pem", cert / "fullchain.pem")
+        os.rename(cert / "key.pem", cert / "privkey.pem")
+        dom = etc / "domains" / "peer.example"
+        dom.mkdir(parents=True)
+        (dom / "users").write_text("".join(
+            f'users: {{ key: "{u}" value: {{ plain: {{ password: "x" }} }} }}\n'
+            for u in sorted(set(users))))
+        (self.dir / "mail").mkdir()
+        (self.dir / "data").mkdir()
+        mda = self.dir / "mda.sh"
+        mda.write_text(CHASQUID_MDA.format(dir=self.dir))
+        os.chmod(mda, 0o755)
+        (etc / "chasquid.conf").write_text(CHASQUID_CONF.format(
+            port=self.port, sub_port=free_port(), subtls_port=free_port(), dir=self.dir))
+        self.etc = etc
+
+    def cmd(self):
+        return [str(self.bin), "-config_dir", str(self.etc), "-logtime"]
+
+    def log_lines(self):
+        out = []
+        for f in (self.dir / "mail.log", self.out):
+            try:
+                out += f.read_text(errors="replace").splitlines()
+            except OSError:
+                pass
+        return out
+
+    def stored(self):
+        out = []
+        for f in sorted((self.dir / "mail").glob("*.eml")):
+            rc = Path(str(f)[:-4] + ".rcpt").read_text().split()
+            out.append((rc, f.read_bytes()))
+        return out
