@@ -4,7 +4,7 @@ BUILD ?= build
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz install interop
+.PHONY: all deps build run test test-asan unit integration clean check-banned fuzz install interop bench
 
 all: build
 
@@ -41,6 +41,12 @@ fuzz:
 
 check-banned:
 	@scripts/check-banned.sh
+
+# Outbound delivery, Petrel side by side with Postfix and Exim (private
+# instances) through the delay proxy; writes docs/bench/results.md and a plot.
+bench: build
+	scripts/interop-deps.sh
+	/usr/bin/python3 bench/compare.py
 
 # Interoperability matrix with real MTAs (private loopback instances);
 # writes docs/interop.md. Not part of `make test` yet (issue 7 is open).

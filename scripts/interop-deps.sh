@@ -1,7 +1,8 @@
 #!/bin/sh
 # Dependencies of `make interop` (tests/interop/run_interop.py).
 # - installs system-wide only what does not conflict with anything:
-#   python3-aiosmtpd, swaks, postfix (already there; smtp-source comes with it)
+#   python3-aiosmtpd, swaks, postfix (already there; smtp-source comes with it;
+#   the Postfix → Petrel row runs a private instance, never /etc/postfix)
 # - fetches the MTAs that conflict with Postfix as installed packages
 #   (exim4-daemon-light, opensmtpd) and chasquid with `apt-get download` and
 #   unpacks them with `dpkg -x` into build-interop/peers/<name>/ (never run
@@ -63,4 +64,6 @@ adduser_sys Debian-exim
 # on /var/spool, /var/lib and /run, so none of these exists on the host
 adduser_sys opensmtpd /var/lib/opensmtpd/empty
 adduser_sys opensmtpq /var/lib/opensmtpd/empty
+# chasquid runs as root from its private -config_dir (tests/interop/peers.py);
+# the user is created as its package would, but is not needed by the matrix
 adduser_sys chasquid

@@ -8,7 +8,12 @@ Rows (peer and direction):
   Petrel -> Exim         exim4-daemon-light receives into a maildir
   Exim -> Petrel         Exim relays into Petrel (TLS required, two-phase
                          queue run so the messages share connections)
-  ...                    (see ROWS)
+  Petrel -> chasquid     chasquid 1.11 receives (STARTTLS, PIPELINING)
+  Postfix -> Petrel      private Postfix (postfix_instance.py) relays into
+                         Petrel, smtp_tls_security_level = encrypt
+  swaks -> Petrel        swaks -tls --pipeline, one process per message
+  smtp-source -> Petrel  20 parallel sessions, one file N times
+  smtplib -> Petrel      Python smtplib, STARTTLS, lock-step
 
 Every row: the same N messages (every 10th has 3 recipients, every 50th has a
 1 MB body; bodies contain dot-leading lines and 8-bit text), each with an
@@ -189,7 +194,7 @@ def petrel_for_delivery(workdir, port):
                                               tls="may"))
 
 
-def deliver_to(row, peer, msgs, workdir):
+def deliver_to(row, peer, msgs, workdir, timeout=None):
     """Petrel -> peer: fill Petrel's queue while delivery is held, then let
     it deliver the backlog; wait for "Completed" of every message."""
     p = petrel_for_delivery(workdir, peer.port)
@@ -201,7 +206,7 @@ def deliver_to(row, peer, msgs, workdir):
             p.check_alive()
             return all(m.qid in completed_ids(p) for m in msgs)
         try:
-            wait_until(done, ROW_TIMEOUT, "Completed for every message",
+            wait_until(done, timeout or ROW_TIMEOUT, "Completed for every message",
                        lambda: tail(p, 15))
         except AssertionError as e:
             row.errors.append(str(e).splitlines()[0])
@@ -211,7 +216,10 @@ def deliver_to(row, peer, msgs, workdir):
         row.intact = intact
         row.errors += bad
     finally:
-        p.stop()
+        try:
+            p.stop()
+        except AssertionError as e:   # e.g. a delivery stuck at SIGTERM
+            row.errors.append(str(e).splitlines()[0])
 
 
 def row_aiosmtpd(msgs, work):
@@ -337,29 +345,46 @@ def row_exim_send(msgs, work):
     return row
 
 
+CHASQUID_MESSAGES = int(os.environ.get("INTEROP_CHASQUID_MESSAGES", "20"))
+CHASQUID_TIMEOUT = int(os.environ.get("INTEROP_CHASQUID_TIMEOUT", "20"))
+
+
 def row_chasquid(msgs, work):
+    """Petrel -> chasquid (STARTTLS). Bounded to CHASQUID_MESSAGES messages
+    and CHASQUID_TIMEOUT seconds: with Petrel 0.1.0 every connection stalls
+    after its first message (see docs/interop.md), so a full-size row would
+    take minutes per message."""
     row = Row("chasquid 1.11 (chasquid)", "Petrel → peer")
+    msgs = msgs[:CHASQUID_MESSAGES]
     users = [r.split("@")[0] for m in msgs for r in m.rcpts]
     with peers.ChasquidPeer(users) as peer:
-        deliver_to(row, peer, msgs, work / "petrel")
-        # chasquid queues, then runs the MDA: wait for every copy
-        want = sum(len(m.rcpts) for m in msgs)
-        try:
-            wait_until(lambda: len(peer.stored()) >= want, 120,
-                       "chasquid to hand every copy to the MDA", lambda: peer.diag(15))
-            row.errors = [e for e in row.errors if "copies missing" not in e]
-            _, row.intact, bad = check_arrivals(msgs, peer.stored())
-            row.errors += bad
-        except AssertionError as e:
-            row.errors.append(str(e).splitlines()[0])
+        deliver_to(row, peer, msgs, work / "petrel", timeout=CHASQUID_TIMEOUT)
+        # chasquid queues, then runs the MDA: wait for every copy it accepted
+        time.sleep(1)
+        row.errors = [e for e in row.errors if "copies missing" not in e]
+        _, row.intact, bad = check_arrivals(msgs, peer.stored())
+        row.errors += bad
         lines = peer.log_lines()
-        row.notes.append("chasquid advertises PIPELINING but not CHUNKING; it delivers each "
-                         "copy through a private MDA script (one file per recipient)")
-        row.notes.append(f"chasquid's mail log: {sum(1 for ln in lines if 'from=' in ln)} "
-                         f"'from=' lines, {sum(1 for ln in lines if 'sent to' in ln or 'delivered' in ln)} "
-                         "delivery lines")
-        row.errors += [ln[:200] for ln in lines if re.search(
-            r"rejected|error|failed", ln, re.I)][:10]
+        row.notes.append(f"{len(msgs)} messages only, {CHASQUID_TIMEOUT} s limit "
+                         "(INTEROP_CHASQUID_MESSAGES / INTEROP_CHASQUID_TIMEOUT). chasquid "
+                         "advertises PIPELINING, not CHUNKING; it runs privately (-config_dir, "
+                         "addresses on 127.0.0.1, users file, MDA script storing each copy)")
+        row.notes.append(f"chasquid logged {sum(1 for ln in lines if 'Queued from' in ln)} "
+                         f"'Queued from' lines, {sum(1 for ln in lines if 'i/o timeout' in ln)} "
+                         "'i/o timeout' (it waited 60 s for Petrel's next command)")
+        row.notes.append("PETREL BUG: on every connection Petrel delivers one message, takes "
+                         "the next one onto the connection and then sends nothing: no MAIL, no "
+                         "RSET, no QUIT. A plaintext wire capture (tls = none, same result) "
+                         "ends with `S> 250 2.0.0 You offer the Amulet of Yendor to Anhur...` "
+                         "and then silence until chasquid's 60 s command timeout; Petrel then "
+                         "logs `closed: TLS read: ...decryption failed or bad record mac (2 "
+                         "messages)` and retries on a new connection, one message per minute. "
+                         "Same Petrel against Exim with CHUNKING not advertised (pipelining "
+                         "only) sends 3 messages on one connection, so it is specific to "
+                         "something in chasquid's replies; not a protocol violation by "
+                         "chasquid (RFC 5321 / RFC 2920 replies, one per command, in order).")
+        row.errors += [ln.split(" ", 3)[-1][:200] for ln in lines
+                       if re.search(r"error|rejected|failed", ln, re.I)][:5]
     return row
 
 
@@ -474,7 +499,7 @@ def row_swaks(msgs, work):
     v = sp.run(["swaks", "--version"], capture_output=True, text=True, timeout=10)
     ver = (v.stdout.split()[2] if len(v.stdout.split()) > 2 else "?")
     row = Row(f"swaks {ver} (-tls --pipeline)", "peer → Petrel")
-    n = int(os.environ.get("INTEROP_SWAKS_MESSAGES", str(len(msgs))))
+    n = int(os.environ.get("INTEROP_SWAKS_MESSAGES", "300"))
     msgs = msgs[:n]
     p = petrel_receiver(work / "petrel")
     d = work / "swaks"
@@ -596,10 +621,12 @@ def write_table(rows, n, out, elapsed):
     for r in rows:
         L.append(f"| {r.peer} | {r.direction} | {r.sent} | {r.intact} | {r.conns} | {r.tls} "
                  f"| {r.pipelining} | {r.chunking} | {len(r.errors)} | {r.status} |")
-    L.append("\nNot yet in the matrix: chasquid, Postfix as a sender into Petrel, swaks "
-             "--pipeline, smtp-source with 20 sessions, Python smtplib as a sender (the "
-             "injector used by every Petrel → peer row is smtplib). Postfix as a receiver is "
-             "covered by tests/integration/test_peers_delivery.py.\n")
+    L.append("\nPostfix as a receiver is covered by tests/integration/test_peers_delivery.py. "
+             "The Petrel → peer rows inject with smtplib; the smtplib row is smtplib as a "
+             "sender on its own. swaks runs one process per message, so its row uses "
+             "INTEROP_SWAKS_MESSAGES (default 300) of the messages; chasquid uses "
+             "INTEROP_CHASQUID_MESSAGES (default 20, see its notes). smtp-source sends one "
+             "file N times (checked against that file).\n")
     L.append("Petrel → peer: connections / TLS handshakes / L / K come from Petrel's `=>` "
              "log lines (C=conn#seq, X=TLS…, L, K). peer → Petrel: connections = Petrel's "
              "`SMTP connection from` lines (one is the harness' readiness probe), TLS = "

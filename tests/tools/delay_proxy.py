@@ -145,7 +145,9 @@ class Side(asyncio.Protocol):
         """Deliver an item read on this side to the peer (runs D after the read)."""
         dst = self.peer
         if dst is None and not self.pair.settled:
-            self.pair.early.append((kind, data))     # target not connected yet
+            # target not connected yet; remember the side: the target's own
+            # greeting can arrive here too, and must go to the client
+            self.pair.early.append((self, kind, data))
             return
         if dst is None or dst.transport is None or dst.gone:
             return
@@ -174,7 +176,7 @@ class Pair:
         self.server = None
         self.lost = 0
         self.settled = False         # connect to the target finished (either way)
-        self.early = []              # client items due before the target was connected
+        self.early = []              # (side, kind, data) due before the target was connected
 
     def count(self, name, n):
         st = self.proxy.stats
@@ -213,8 +215,8 @@ class Pair:
         self.client.peer = self.server
         self.server.peer = self.client
         self.settled = True
-        for kind, data in self.early:
-            self.client.forward(kind, data)
+        for side, kind, data in self.early:
+            side.forward(kind, data)
         self.early = []
         if self.client.gone:
             self.server.transport.close()
