@@ -203,6 +203,7 @@ static const struct key dest_keys[] = {
 	K("max_connection_age",   KT_SECONDS, D(max_connection_age), S(1), S(UINT_MAX), "300s"),
 	K("idle_timeout",         KT_SECONDS, D(idle_timeout),       S(1), S(UINT_MAX), "10s"),
 	K("pipeline_window",      KT_UINT,    D(pipeline_window),    1, 100, "8"),
+	K("chain_after_data",     KT_BOOL,    D(chain_after_data),   0, 0, "yes"),
 	K("connect_timeout",      KT_SECONDS, D(connect_timeout),    S(1), S(UINT_MAX), "30s"),
 	K("reply_timeout",        KT_SECONDS, D(reply_timeout),      S(1), S(UINT_MAX), "300s"),
 	K("data_timeout",         KT_SECONDS, D(data_timeout),       S(1), S(UINT_MAX), "600s"),

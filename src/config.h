@@ -69,6 +69,10 @@ struct dest_conf {
 	unsigned max_connection_age; /* seconds, default 300 */
 	unsigned idle_timeout;       /* seconds, default 10 */
 	unsigned pipeline_window;    /* BDAT transactions in flight, default 8 */
+	int chain_after_data;        /* without CHUNKING: send the next MAIL in
+	                                the same write as the previous "."
+	                                (RFC 2920 3.1), default 1; 0 for servers
+	                                that lose it (chasquid 1.11) */
 	unsigned connect_timeout;    /* seconds, default 30 */
 	unsigned reply_timeout;      /* seconds, default 300 (RFC 5321 4.5.3.2) */
 	unsigned data_timeout;       /* seconds for the reply to the end of

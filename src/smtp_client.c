@@ -1040,11 +1040,12 @@ mta_conn_has_room(const struct mta_conn *c)
 	if (c->chunking && c->pipelining)
 		return c->ntx < c->conf->pipeline_window;
 	if (c->pipelining) {
-		/* Next MAIL only once the current content is on its way. */
+		/* Next MAIL only once the current content is on its way (and,
+		 * with chain_after_data = no, once its final reply is in). */
 		for (const struct mta_tx *t = c->txs; t; t = t->next)
 			if (!t->content_done)
 				return 0;
-		return c->ntx < 2;
+		return c->ntx < (c->conf->chain_after_data ? 2u : 1u);
 	}
 	return c->ntx == 0;
 }

@@ -2152,7 +2152,8 @@ test_print_delivery(void **state)
 	    "\n[destination *]\ntls = may\npipelining = yes\nchunking = yes\n"
 	    "port = 25\nmax_connections = 10\n"
 	    "max_messages_per_connection = 1000\nmax_connection_age = 5m\n"
-	    "idle_timeout = 10s\npipeline_window = 8\nconnect_timeout = 30s\n"
+	    "idle_timeout = 10s\npipeline_window = 8\n"
+	    "chain_after_data = yes\nconnect_timeout = 30s\n"
 	    "reply_timeout = 5m\ndata_timeout = 10m\n");
 	assert_non_null(strstr(text, "\n# Every [destination] section starts "
 				     "from the built-in defaults,\n"));
