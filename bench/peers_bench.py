@@ -33,12 +33,10 @@ import os
 import re
 import shutil
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -74,29 +72,9 @@ def wait_greeting(port, timeout=20, proc=None):
     raise RuntimeError(f"no greeting on port {port}")
 
 
-def inject(port, n, size, sessions=4):
-    """N messages of about SIZE bytes to rK@bench.example over SMTP."""
-    body = ("x" * 76 + "\r\n") * max(1, size // 78)
-    errors = []
-
-    def worker(k):
-        try:
-            s = smtplib.SMTP("127.0.0.1", port, timeout=60)
-            for i in range(k, n, sessions):
-                msg = (f"From: a@{DOMAIN}\r\nTo: r@{DOMAIN}\r\n"
-                       f"Subject: bench {i}\r\nMessage-ID: <b{i}@bench>\r\n\r\n" + body)
-                s.sendmail(f"a@{DOMAIN}", [f"r{i % 7}@{DOMAIN}"], msg)
-            s.quit()
-        except Exception as e:  # reported below
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(sessions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"injection failed: {errors[:3]}")
+# The injector of bench/delivery_bench.py (same domain, same messages).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from delivery_bench import inject  # noqa: E402,F401
 
 
 def _stat(pid):

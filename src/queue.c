@@ -1000,10 +1000,14 @@ msg_read_journal(struct queue *q, struct qmsg *m)
 	if ((fp = fopen(path, "r")) == NULL)
 		return;
 	while (fgets(line, sizeof(line), fp)) {
-		char kind, *end, *why;
-		unsigned long long r;
+		const char *why;
+		size_t whylen;
+		uint64_t r;
+		char kind;
 
-		kind = line[0];
+		if (spool_journal_parse(line, strlen(line), &kind, &r, &why,
+		    &whylen) == -1)
+			continue;
 		if (kind == 'H' || kind == 'U') {
 			m->hold = kind == 'H';
 			continue;
@@ -1012,22 +1016,13 @@ msg_read_journal(struct queue *q, struct qmsg *m)
 			m->removed = 1;
 			continue;
 		}
-		if ((kind != 'D' && kind != 'F') || line[1] != ' ')
-			continue;
-		errno = 0;
-		r = strtoull(line + 2, &end, 10);
-		if (errno || end == line + 2 || r >= m->env.nrcpt)
-			continue;
-		if (m->rstate[r] != RCPT_PENDING)
+		if (r >= m->env.nrcpt || m->rstate[r] != RCPT_PENDING)
 			continue;
 		m->rstate[r] = kind == 'D' ? RCPT_DELIVERED : RCPT_FAILED;
 		m->npending--;
 		if (kind == 'F') {
-			why = strchr(end + 1, ' ');
 			free(m->rerr[r]);
-			m->rerr[r] = strdup(why ? why + 1 : "failed");
-			if (m->rerr[r])
-				m->rerr[r][strcspn(m->rerr[r], "\n")] = '\0';
+			m->rerr[r] = why ? strndup(why, whylen) : strdup("failed");
 		}
 	}
 	fclose(fp);
@@ -1228,21 +1223,6 @@ queue_messages(const struct queue *q)
 
 /* ---- administration (control socket) ------------------------------------ */
 
-static void
-fmt_dur(char *buf, size_t len, uint64_t ms)
-{
-	uint64_t s = ms / 1000;
-
-	if (s < 60)
-		snprintf(buf, len, "%llus", (unsigned long long)s);
-	else if (s < 3600)
-		snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
-	else if (s < 86400)
-		snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
-	else
-		snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
-}
-
 /* Unlink dlv from its destination's ready or deferred list. */
 static void
 dest_unlist(struct dest *d, struct delivery *dlv)
@@ -1347,7 +1327,7 @@ admin_queue(struct queue *q, struct buf *out)
 		struct qmsg *m = v[i];
 		char age[16];
 
-		fmt_dur(age, sizeof(age), now > m->env.time_ms ?
+		util_fmt_age(age, sizeof(age), now > m->env.time_ms ?
 		    now - m->env.time_ms : 0);
 		buf_printf(out, "%s %5s %8llu <%s>%s\n", m->env.id, age,
 		    (unsigned long long)m->env.content_size, m->env.sender,
@@ -1358,7 +1338,7 @@ admin_queue(struct queue *q, struct buf *out)
 				continue;
 			buf_printf(out, "        <%s>", m->env.rcpt[r]);
 			if (m->rnext[r] > now) {
-				fmt_dur(when, sizeof(when), m->rnext[r] - now);
+				util_fmt_age(when, sizeof(when), m->rnext[r] - now);
 				buf_printf(out, " next retry in %s", when);
 			}
 			if (m->rerr[r])
@@ -1428,7 +1408,7 @@ admin_status(struct queue *q, struct smtp_server *srv, struct buf *out)
 		pending += (unsigned)m->npending;
 	for (struct dest *d = q->dests; d; d = d->next)
 		conns += d->nconns;
-	fmt_dur(up, sizeof(up), now - q->start_ms);
+	util_fmt_age(up, sizeof(up), now - q->start_ms);
 	buf_printf(out, "petrel %s, pid %d, up %s\n", PETREL_VERSION,
 	    (int)getpid(), up);
 	buf_printf(out, "sessions in: %u\n", srv ? smtp_server_sessions(srv) : 0);
@@ -1444,7 +1424,7 @@ admin_status(struct queue *q, struct smtp_server *srv, struct buf *out)
 		    d->key, d->nready, d->ndeferred, d->nconns);
 		if (d->backoff_until > now) {
 			char b[16];
-			fmt_dur(b, sizeof(b), d->backoff_until - now);
+			util_fmt_age(b, sizeof(b), d->backoff_until - now);
 			buf_printf(out, ", backing off %s (%s)", b,
 			    d->last_error ? d->last_error : "");
 		}

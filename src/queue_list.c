@@ -83,19 +83,20 @@ qentry_journal(const char *spool_dir, struct qentry *e)
 	if (e->done == NULL || (fp = fopen(path, "r")) == NULL)
 		return;
 	while (fgets(line, sizeof(line), fp)) {
-		char *end;
-		unsigned long long r;
+		const char *why;
+		size_t whylen;
+		uint64_t r;
+		char kind;
 
-		if (line[0] == 'H' || line[0] == 'U')
-			e->held = line[0] == 'H';
-		else if (line[0] == 'X')
+		if (spool_journal_parse(line, strlen(line), &kind, &r, &why,
+		    &whylen) == -1)
+			continue;
+		if (kind == 'H' || kind == 'U')
+			e->held = kind == 'H';
+		else if (kind == 'X')
 			e->removed = 1;
-		else if ((line[0] == 'D' || line[0] == 'F') && line[1] == ' ') {
-			errno = 0;
-			r = strtoull(line + 2, &end, 10);
-			if (errno == 0 && end != line + 2 && r < e->env.nrcpt)
-				e->done[r] = 1;
-		}
+		else if (r < e->env.nrcpt)
+			e->done[r] = 1;
 	}
 	fclose(fp);
 }
@@ -108,21 +109,6 @@ qentry_cmp(const void *a, const void *b)
 	if (x->env.time_ms != y->env.time_ms)
 		return x->env.time_ms < y->env.time_ms ? -1 : 1;
 	return strcmp(x->env.id, y->env.id);
-}
-
-static void
-fmt_age(char *buf, size_t len, uint64_t ms)
-{
-	uint64_t s = ms / 1000;
-
-	if (s < 60)
-		snprintf(buf, len, "%llus", (unsigned long long)s);
-	else if (s < 3600)
-		snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
-	else if (s < 86400)
-		snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
-	else
-		snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
 }
 
 int
@@ -175,7 +161,7 @@ queue_list(const char *spool_dir, FILE *out)
 		const struct spool_env *e = &v[i].env;
 		char age[32];
 
-		fmt_age(age, sizeof(age), now > e->time_ms ? now - e->time_ms : 0);
+		util_fmt_age(age, sizeof(age), now > e->time_ms ? now - e->time_ms : 0);
 		fprintf(out, "%s %5s %8llu <%s>%s\n", e->id, age,
 		    (unsigned long long)e->content_size, e->sender,
 		    v[i].held ? " (held)" : "");

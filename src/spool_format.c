@@ -553,3 +553,39 @@ spool_env_free(struct spool_env *e)
 	}
 	memset(e, 0, sizeof(*e));
 }
+
+int
+spool_journal_parse(const char *line, size_t len, char *kind, uint64_t *idx,
+                    const char **why, size_t *whylen)
+{
+	const char *p, *end;
+	uint64_t ms;
+
+	if (len > 0 && line[len - 1] == '\n')
+		len--;
+	*why = NULL;
+	*whylen = 0;
+	if (len < 3 || line[1] != ' ' || memchr("DFHUX", line[0], 5) == NULL)
+		return -1;
+	*kind = line[0];
+	p = line + 2;
+	end = line + len;
+	{
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		const char *e1 = sp ? sp : end;
+		if (util_parse_u64(p, (size_t)(e1 - p), idx) == -1 || sp == NULL)
+			return -1;
+		p = sp + 1;
+	}
+	{
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		const char *e2 = sp ? sp : end;
+		if (util_parse_u64(p, (size_t)(e2 - p), &ms) == -1)
+			return -1;
+		if (sp != NULL) {
+			*why = sp + 1;
+			*whylen = (size_t)(end - sp - 1);
+		}
+	}
+	return 0;
+}

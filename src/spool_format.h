@@ -85,4 +85,15 @@ int spool_env_parse(const char *buf, size_t len, struct spool_env *e,
 
 void spool_env_free(struct spool_env *e);
 
+/*
+ * One line of journal/<id> (docs/internals/QUEUE.md): "D idx ms",
+ * "F idx ms reason", "H 0 ms", "U 0 ms", "X 0 ms". len excludes or
+ * includes the final '\n'. Fills *kind, *idx and, for F, the reason
+ * (pointer into line, *whylen octets, no newline; NULL/0 otherwise).
+ * Returns 0, or -1 for an unknown kind or a malformed line (a torn last
+ * line after a crash is one: callers skip it).
+ */
+int spool_journal_parse(const char *line, size_t len, char *kind,
+                        uint64_t *idx, const char **why, size_t *whylen);
+
 #endif

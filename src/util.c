@@ -270,3 +270,18 @@ util_write_all(int fd, const void *buf, size_t n)
 	}
 	return 0;
 }
+
+void
+util_fmt_age(char *buf, size_t len, uint64_t ms)
+{
+	uint64_t s = ms / 1000;
+
+	if (s < 60)
+		snprintf(buf, len, "%llus", (unsigned long long)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%llum", (unsigned long long)(s / 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%lluh", (unsigned long long)(s / 3600));
+	else
+		snprintf(buf, len, "%llud", (unsigned long long)(s / 86400));
+}

@@ -22,6 +22,9 @@ uint64_t util_now_ms(void);
 /* "2026-11-29 12:00:00.123" (local time) into buf (>= 24 bytes). */
 void util_fmt_logtime(char *buf, size_t len, uint64_t ms);
 
+/* A duration for people: "42s", "5m", "3h", "2d" (rounded down). */
+void util_fmt_age(char *buf, size_t len, uint64_t ms);
+
 /* RFC 5322 date-time, e.g. "Sun, 29 Nov 2026 12:00:00 +0000". */
 void util_fmt_rfc5322(char *buf, size_t len, time_t t);
 

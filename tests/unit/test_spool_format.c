@@ -591,6 +591,58 @@ test_parse_too_many_rcpts(void **state)
 	free(buf);
 }
 
+/* Journal lines (docs/internals/QUEUE.md), good and bad. */
+static void
+test_journal_parse(void **state)
+{
+	static const struct {
+		const char *line;
+		int rc;
+		char kind;
+		uint64_t idx;
+		const char *why;
+	} t[] = {
+		{ "D 0 1795950372499\n", 0, 'D', 0, NULL },
+		{ "D 12 1795950372499", 0, 'D', 12, NULL },
+		{ "F 3 1795950372499 550 5.1.1 no such user\n", 0, 'F', 3,
+		  "550 5.1.1 no such user" },
+		{ "H 0 1\n", 0, 'H', 0, NULL },
+		{ "U 0 1\n", 0, 'U', 0, NULL },
+		{ "X 0 1\n", 0, 'X', 0, NULL },
+		{ "D 1\n", -1, 0, 0, NULL },        /* torn: no time */
+		{ "D 1", -1, 0, 0, NULL },
+		{ "Q 1 2\n", -1, 0, 0, NULL },      /* unknown kind */
+		{ "D x 2\n", -1, 0, 0, NULL },
+		{ "D -1 2\n", -1, 0, 0, NULL },
+		{ "D 1 2x\n", -1, 0, 0, NULL },
+		{ "D  1 2\n", -1, 0, 0, NULL },
+		{ "", -1, 0, 0, NULL },
+		{ "D", -1, 0, 0, NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		const char *why = (const char *)1;
+		size_t whylen = 99;
+		uint64_t idx = 77;
+		char kind = 0;
+		int rc = spool_journal_parse(t[i].line, strlen(t[i].line), &kind,
+		    &idx, &why, &whylen);
+
+		assert_int_equal(rc, t[i].rc);
+		if (rc != 0)
+			continue;
+		assert_int_equal(kind, t[i].kind);
+		assert_int_equal(idx, t[i].idx);
+		if (t[i].why == NULL) {
+			assert_null(why);
+			assert_int_equal(whylen, 0);
+		} else {
+			assert_int_equal(whylen, strlen(t[i].why));
+			assert_memory_equal(why, t[i].why, whylen);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -606,6 +658,7 @@ main(void)
 	    cmocka_unit_test(test_parse_errors),
 	    cmocka_unit_test(test_parse_error_after_allocations),
 	    cmocka_unit_test(test_parse_too_many_rcpts),
+	    cmocka_unit_test(test_journal_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
