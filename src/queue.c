@@ -628,12 +628,20 @@ dest_kick(struct queue *q, struct dest *d)
 		mta_conn_kick(c);
 	if (d->nready == 0 || now < d->backoff_until)
 		return;
-	if (d->connecting > 0 || d->nconns >= d->conf->max_connections)
+	if (d->nconns >= d->conf->max_connections)
 		return;
 	/*
-	 * A new connection only for a backlog the open ones cannot absorb in
-	 * their next window: else it would often arrive to find nothing left
-	 * (one TCP + TLS setup for no message).
+	 * One connection at a time until a server of this destination has
+	 * greeted us (a dead host costs one attempt, not max_connections);
+	 * after that, as many in parallel as the backlog needs, so a burst
+	 * pays the TCP + TLS set-up once, not once per connection in turn.
+	 */
+	if (d->connecting > 0 && !d->proven)
+		return;
+	/*
+	 * A new connection only for a backlog the open and opening ones
+	 * cannot absorb in their next window: else it would often arrive to
+	 * find nothing left (one TCP + TLS setup for no message).
 	 */
 	{
 		size_t absorb = 0;
@@ -847,9 +855,18 @@ queue_conn_ok(struct queue *q, struct dest *d)
 }
 
 void
+queue_conn_greeted(struct queue *q, struct dest *d)
+{
+	d->proven = 1;
+	dest_kick(q, d);
+}
+
+void
 queue_conn_closed(struct queue *q, struct dest *d, struct mta_conn *c,
                   int failed, const char *reason)
 {
+	if (failed)
+		d->proven = 0;
 	if (q->stopping)
 		return;
 	if (failed) {

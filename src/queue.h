@@ -79,6 +79,8 @@ struct dest {
 	struct mta_conn *conns;    /* open connections */
 	unsigned nconns;
 	unsigned connecting;       /* lookups + connects in progress */
+	int proven;                /* a server greeted us since the last
+	                              connection failure: connect in parallel */
 	uint64_t backoff_until;    /* ms: no new connection before */
 	unsigned failures;         /* consecutive connection failures */
 	char *last_error;
@@ -148,6 +150,9 @@ void queue_conn_closed(struct queue *q, struct dest *d, struct mta_conn *c,
 
 /* A connection reached the server (greeting): reset the backoff. */
 void queue_conn_ok(struct queue *q, struct dest *d);
+/* The server's 2xx greeting arrived: the destination is reachable, so
+ * further connections may be opened in parallel. */
+void queue_conn_greeted(struct queue *q, struct dest *d);
 
 struct spool *queue_spool(struct queue *q);
 const struct config *queue_config(struct queue *q);

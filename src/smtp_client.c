@@ -695,6 +695,7 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		}
 		conn_ehlo(c);
 		conn_enter(c, C_EHLO);
+		queue_conn_greeted(c->q, c->d);
 		return;
 	case C_EHLO:
 	case C_EHLO2:

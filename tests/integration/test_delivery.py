@@ -38,6 +38,7 @@ from delivery_helpers import (TID_RX, TS, log_deliveries, log_grep,  # noqa: E40
                               queue_held, rcpt_count, sinks, smtp_submit,
                               spool_files, wait_completed, wait_rcpts, wait_until)
 from delivery_helpers import dest_section as _dest_section  # noqa: E402
+from delay_proxy import DelayProxy  # noqa: E402
 
 SINK_DOMAIN = "sink.example"
 SENDER = f"sender@{SINK_DOMAIN}"   # bounces to it route to the sink as well
@@ -953,3 +954,47 @@ def test_journal_prevents_redelivery_after_crash(petrel_factory, sink_factory):
         env = s.messages()[0]
         assert split_received(env["content"])[1] == m.content
     assert log_grep(p, rf"{re.escape(m.qid)} Completed$")
+
+
+# --------------------------------------------------------------------------
+# 17. connection ramp-up: one probe, then parallel
+
+
+def test_parallel_connects_after_first_greeting(petrel_factory, sink_factory, tmp_path):
+    """With a backlog and a destination that answered, Petrel opens the
+    connections the backlog needs in parallel: all max_connections are
+    connecting before the first message is delivered (opened one after
+    another, each waiting for the previous to finish EHLO/STARTTLS/EHLO,
+    only 2 would be)."""
+    sink = sink_factory()
+    proxy = DelayProxy(0, sink.port, 100, workdir=str(tmp_path / "proxy"))
+    proxy.start()
+    try:
+        p = make_petrel(petrel_factory, route=f"127.0.0.1:{proxy.port}", start=False,
+                        dest={"max_connections": 4, "pipeline_window": 8})
+        msgs = make_msgs("ramp", 120)
+        preload(p, msgs)
+        wait_arrived(sink, p, 120, timeout=60)
+        lines = p.log_lines()
+        first = next(i for i, ln in enumerate(lines) if " => " in ln)
+        opened = [ln for ln in lines[:first] if re.search(r"C=\d+ connecting to ", ln)]
+        assert len(opened) == 4, "\n".join(lines[:first + 1])
+        wait_spool_empty(p)
+        check_exactly_once(p, sink, msgs)
+    finally:
+        proxy.stop()
+
+
+def test_unreachable_destination_one_attempt_at_a_time(petrel_factory, sink_factory):
+    """A destination that never answered gets one connection attempt at a
+    time, not max_connections in parallel, whatever the backlog."""
+    dead = free_port()
+    p = make_petrel(petrel_factory, route=f"127.0.0.1:{dead}", start=False,
+                    top={"retry_initial": "60s", "retry_max": "60s"},
+                    dest={"max_connections": 10})
+    msgs = make_msgs("dead", 40)
+    preload(p, msgs)
+    p.wait_log(r"connection failed")
+    time.sleep(0.5)
+    assert len(log_grep(p, r"C=\d+ connecting to ")) == 1, tail(p)
+    assert len(p.queue_ids()) == 40
