@@ -146,6 +146,12 @@ static const struct key top_keys[] = {
 	K("log_file",      KT_STRING,   C(log_file),      0, 0,        "-"),
 	K("max_sessions",  KT_UINT,     C(max_sessions),  1, UINT_MAX, "1000"),
 	K("spool_workers", KT_UINT,     C(spool_workers), 1, 64,       "2"),
+	{ "max_sessions_per_client", KT_UINT, C(max_sessions_per_client), 0, 0,
+	    1, UINT_MAX, "50", NULL, KF_ZERO_OK },
+	{ "max_client_errors", KT_UINT, C(max_client_errors), 0, 0, 1,
+	    UINT_MAX, "100", NULL, KF_ZERO_OK },
+	K("client_penalty_time", KT_SECONDS, C(client_penalty_time), S(1), S(86400), "60s"),
+	K("client_limit_exceptions", KT_CIDRS, C(client_limit_exceptions), 0, 0, ""),
 	/* Delivery. helo_name: config_finish() copies hostname if unset. */
 	K("smarthost",     KT_ROUTE,    C(smarthost),     0, 0,        NULL),
 	K("dns_resolver",  KT_RESOLVER, C(dns_resolver),  0, 0,        NULL),

@@ -86,6 +86,13 @@ struct config {
 	char *log_file;       /* "-" = standard output (default) */
 	unsigned max_sessions;   /* concurrent inbound sessions, default 1000 */
 	unsigned spool_workers;  /* fsync worker threads, default 2 */
+	/* Per client address (src/client_limits.c); 0 = no limit. Clients in
+	 * [relay] networks or client_limit_exceptions are not limited. */
+	unsigned max_sessions_per_client;  /* default 50 */
+	unsigned max_client_errors;        /* error replies per penalty time,
+	                                      default 100 */
+	unsigned client_penalty_time;      /* seconds, default 60 */
+	struct cidr_list client_limit_exceptions; /* default none */
 	struct listen_conf *listen; /* at least one: default 127.0.0.1:2525 */
 	size_t nlisten;
 	struct cidr_list relay_networks; /* default 127.0.0.0/8, ::1/128 */

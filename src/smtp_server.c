@@ -49,6 +49,7 @@
 
 #include <event2/event.h>
 
+#include "client_limits.h"
 #include "config.h"
 #include "data_scan.h"
 #include "io.h"
@@ -92,6 +93,7 @@ struct session {
 	int port;
 	int sync_exempt;          /* enforce_sync off or client exempt */
 	int relay_ok;             /* client in [relay] networks */
+	int client_counted;       /* a session in srv->clients */
 	enum helo_kind helo_kind;
 	char helo[256];
 	int pipelining;           /* PIPELINING advertised in this EHLO */
@@ -136,6 +138,7 @@ struct smtp_server {
 	int draining;
 	void (*on_queued)(void *, const char *);
 	void *on_queued_arg;
+	struct client_table *clients; /* per-address limits */
 	struct session *hash[SESSION_HASH];
 };
 
@@ -143,6 +146,29 @@ static char scratch[2 * SCAN_CHUNK + DATA_SCAN_OUT_SLACK];
 
 static void session_io(struct io *io, enum io_event ev, void *arg);
 static void session_process(struct session *s);
+
+static struct client_limits
+client_limits_of(const struct config *cfg)
+{
+	struct client_limits lim = {
+		.max_sessions = cfg->max_sessions_per_client,
+		.max_errors = cfg->max_client_errors,
+		.window_ms = (uint64_t)cfg->client_penalty_time * 1000,
+	};
+	return lim;
+}
+
+/* A session admitted with CLIENT_OK (counted) is over. */
+static void
+release_client(struct smtp_server *srv, const char *ip, int counted)
+{
+	struct client_limits lim;
+
+	if (!counted)
+		return;
+	lim = client_limits_of(srv->cfg);
+	client_release(srv->clients, ip, util_now_ms(), &lim);
+}
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -194,8 +220,18 @@ reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\r';
 	line[n++] = '\n';
 	io_write(s->io, line, (size_t)n);
-	if (line[0] == '4' || line[0] == '5')
-		s->errors++;
+	if (line[0] != '4' && line[0] != '5')
+		return;
+	s->errors++;
+	if (s->client_counted) {
+		struct client_limits lim = client_limits_of(s->srv->cfg);
+		if (client_error(s->srv->clients, s->ip, util_now_ms(), &lim))
+			log_info("s%llu client [%s] refused for %us from now: "
+			    "%u error replies within %us (max_client_errors)",
+			    (unsigned long long)s->id, s->ip,
+			    s->srv->cfg->client_penalty_time, lim.max_errors,
+			    s->srv->cfg->client_penalty_time);
+	}
 }
 
 static void
@@ -277,6 +313,7 @@ session_free(struct session *s)
 	io_free(s->io);
 	hash_remove(srv, s);
 	srv->nsessions--;
+	release_client(srv, s->ip, s->client_counted);
 	free(s);
 }
 
@@ -1143,6 +1180,10 @@ smtp_server_new(struct event_base *base, const struct config *cfg)
 	srv->base = base;
 	srv->cfg = cfg;
 	srv->next_id = 1;
+	if ((srv->clients = client_table_new()) == NULL) {
+		free(srv);
+		return NULL;
+	}
 	return srv;
 }
 
@@ -1166,6 +1207,7 @@ smtp_server_free(struct smtp_server *srv)
 	for (size_t i = 0; i < SESSION_HASH; i++)
 		while (srv->hash[i])
 			session_free(srv->hash[i]);
+	client_table_free(srv->clients);
 	free(srv);
 }
 
@@ -1209,6 +1251,31 @@ smtp_server_sessions(const struct smtp_server *srv)
 	return srv->nsessions;
 }
 
+static void refuse(struct smtp_server *srv, int fd, const char *fmt)
+    __attribute__((format(printf, 3, 0)));
+
+/* Refuse a connection at connect: one reply (fmt takes the hostname), and
+ * close. The socket is fresh, so the short line fits its send buffer. */
+static void
+refuse(struct smtp_server *srv, int fd, const char *fmt)
+{
+	char msg[300];
+	int n;
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	n = snprintf(msg, sizeof(msg) - 2, fmt, srv->cfg->hostname);
+#pragma GCC diagnostic pop
+	if (n > 0 && (size_t)n < sizeof(msg) - 2) {
+		msg[n++] = '\r';
+		msg[n++] = '\n';
+		if (write(fd, msg, (size_t)n) < 0) {
+			/* nothing more to do */
+		}
+	}
+	close(fd);
+}
+
 void
 smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
                    int fd, const struct sockaddr *peer, socklen_t peerlen)
@@ -1216,27 +1283,51 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 	const struct listen_conf *lc = lst->conf;
 	struct session *s;
 	char ip[64];
-	int port;
+	int port, counted = 0;
 
 	util_addr_str(peer, ip, sizeof(ip), &port);
 	if (srv->nsessions >= srv->cfg->max_sessions) {
-		char msg[300];
-		int n = snprintf(msg, sizeof(msg),
-		    "421 4.7.0 %s Error: too many connections\r\n",
-		    srv->cfg->hostname);
 		log_info("SMTP connection from [%s]:%d refused: too many "
 		    "connections (max_sessions %u)", ip, port,
 		    srv->cfg->max_sessions);
-		if (n > 0 && write(fd, msg, (size_t)n) < 0) {
-			/* nothing more to do */
-		}
-		close(fd);
+		refuse(srv, fd, "421 4.7.0 %s Error: too many connections");
 		return;
+	}
+	if (!cidr_list_match(&srv->cfg->relay_networks, peer) &&
+	    !cidr_list_match(&srv->cfg->client_limit_exceptions, peer)) {
+		struct client_limits lim = client_limits_of(srv->cfg);
+		unsigned info;
+
+		switch (client_admit(srv->clients, ip, util_now_ms(), &lim,
+		    &info)) {
+		case CLIENT_OK:
+			counted = 1;
+			break;
+		case CLIENT_UNTRACKED:
+			break;
+		case CLIENT_TOO_MANY_SESSIONS:
+			log_info("SMTP connection from [%s]:%d refused: %u "
+			    "sessions from this address "
+			    "(max_sessions_per_client %u)", ip, port, info,
+			    lim.max_sessions);
+			refuse(srv, fd, "421 4.7.0 %s Error: too many "
+			    "connections from your address");
+			return;
+		case CLIENT_BLOCKED:
+			log_info("SMTP connection from [%s]:%d refused: too "
+			    "many errors from this address, %us of penalty "
+			    "left (max_client_errors)", ip, port, info);
+			refuse(srv, fd, "421 4.7.0 %s Error: too many errors "
+			    "from your address, try again later");
+			return;
+		}
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		release_client(srv, ip, counted);
 		close(fd);
 		return;
 	}
+	s->client_counted = counted;
 	s->id = srv->next_id++;
 	s->srv = srv;
 	s->lst = lst;
@@ -1255,6 +1346,7 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 			close(fd);
 		if (s->ev_greet)
 			event_free(s->ev_greet);
+		release_client(srv, ip, counted);
 		free(s);
 		return;
 	}
