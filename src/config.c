@@ -187,6 +187,8 @@ static const struct key listen_keys[] = {
 	K("command_timeout",      KT_SECONDS, L(command_timeout),      S(1), S(UINT_MAX), "300s"),
 	K("data_timeout",         KT_SECONDS, L(data_timeout),         S(1), S(UINT_MAX), "180s"),
 	K("greeting_delay",       KT_MILLIS,  L(greeting_delay_ms),    0, S(60), "0s"),
+	{ "min_data_rate", KT_UINT, L(min_data_rate), 0, 0, 1, UINT_MAX, "500",
+	    NULL, KF_ZERO_OK },
 };
 
 /* [relay] */

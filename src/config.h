@@ -44,6 +44,8 @@ struct listen_conf {
 	unsigned command_timeout;    /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
 	unsigned data_timeout;       /* seconds, default 180 (4.5.3.2.6) */
 	unsigned greeting_delay_ms;  /* wait before the 220, default 0 */
+	unsigned min_data_rate;      /* content bytes/s after data_timeout of
+	                                grace, default 500, 0 = no minimum */
 };
 
 enum tls_policy { TLS_POLICY_NONE = 0, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT,

@@ -64,6 +64,8 @@
 #define SCAN_CHUNK 16384
 #define HDRCAP_MAX 8192        /* header bytes kept to find Message-ID */
 #define SESSION_HASH 1024
+#define RCPT_OVERSHOOT 10      /* RCPTs past max_recipients that are not
+                                  counted as errors: 10 x the limit */
 
 enum session_state {
 	S_GREETING,
@@ -87,7 +89,11 @@ struct session {
 	const struct smtp_listener *lst;
 	const struct listen_conf *conf;
 	struct io *io;
-	struct event *ev_greet;
+	struct event *ev_timer;    /* greeting delay, then the deadlines */
+	uint64_t line_start;      /* ms: first byte of an incomplete command
+	                             line, 0 = none */
+	uint64_t phase_start;     /* ms: entered S_DATA, S_BDAT or S_TLS */
+	uint64_t phase_bytes;     /* content bytes since phase_start */
 	enum session_state state;
 	char ip[64];
 	int port;
@@ -172,10 +178,18 @@ release_client(struct smtp_server *srv, const char *ip, int counted)
 
 /* ---- helpers ----------------------------------------------------------- */
 
+static void deadline_update(struct session *s);
+
 static void
 session_enter(struct session *s, enum session_state st)
 {
+	if (st != s->state && (st == S_DATA || st == S_BDAT || st == S_TLS)) {
+		s->phase_start = util_now_ms();
+		s->phase_bytes = 0;
+	}
 	s->state = st;
+	if (st != S_GREETING)
+		deadline_update(s);
 	switch (st) {
 	case S_COMMAND:
 		io_set_timeout(s->io, s->conf->command_timeout * 1000);
@@ -201,18 +215,20 @@ session_enter(struct session *s, enum session_state st)
 
 static void reply(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+static void reply_not_error(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vreply(struct session *s, int is_error, const char *fmt,
+                   va_list ap) __attribute__((format(printf, 3, 0)));
 
-/* Queue one reply line; a 4xx/5xx counts as an error of the session. */
+/* Queue one reply line; a 4xx/5xx counts as an error of the session (and
+ * of the client address) when is_error. */
 static void
-reply(struct session *s, const char *fmt, ...)
+vreply(struct session *s, int is_error, const char *fmt, va_list ap)
 {
 	char line[1024];
-	va_list ap;
 	int n;
 
-	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		return;
 	if ((size_t)n > sizeof(line) - 3)
@@ -220,7 +236,7 @@ reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\r';
 	line[n++] = '\n';
 	io_write(s->io, line, (size_t)n);
-	if (line[0] != '4' && line[0] != '5')
+	if (!is_error || (line[0] != '4' && line[0] != '5'))
 		return;
 	s->errors++;
 	if (s->client_counted) {
@@ -232,6 +248,27 @@ reply(struct session *s, const char *fmt, ...)
 			    s->srv->cfg->client_penalty_time, lim.max_errors,
 			    s->srv->cfg->client_penalty_time);
 	}
+}
+
+static void
+reply(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreply(s, 1, fmt, ap);
+	va_end(ap);
+}
+
+/* A 4xx/5xx that is no fault of the client (a limit it could not know). */
+static void
+reply_not_error(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreply(s, 0, fmt, ap);
+	va_end(ap);
 }
 
 static void
@@ -308,13 +345,27 @@ session_free(struct session *s)
 
 	tx_reset(s);
 	free(s->rcpt);
-	if (s->ev_greet)
-		event_free(s->ev_greet);
+	if (s->ev_timer)
+		event_free(s->ev_timer);
 	io_free(s->io);
 	hash_remove(srv, s);
 	srv->nsessions--;
 	release_client(srv, s->ip, s->client_counted);
 	free(s);
+}
+
+/* A MAIL or RCPT refused for the syntax of its path: log what was sent
+ * (escaped, bounded), so that relay tricks that fail to parse are seen. */
+static void
+log_refused(struct session *s, const char *cmd, const char *arg, size_t len,
+            const char *why)
+{
+	char esc[600];
+
+	util_escape(esc, sizeof(esc), arg, len > 512 ? 512 : len);
+	log_info("s%llu H=%s [%s] rejected %s %s: %s",
+	    (unsigned long long)s->id, s->helo[0] ? s->helo : "(none)", s->ip,
+	    cmd, esc, why);
 }
 
 /* Log the first bytes the client sent ahead and give up on it. */
@@ -355,12 +406,81 @@ session_greet(struct session *s)
 		session_process(s);
 }
 
+/*
+ * Slow clients. The io timeout restarts with every read, so alone it lets
+ * a client that sends one byte now and then hold a session (and in DATA a
+ * spool file) for ever. These deadlines are not moved by reads: a command
+ * line must be complete within command_timeout of its first byte; a TLS
+ * handshake within command_timeout of STARTTLS; content (DATA, a BDAT
+ * chunk) must come at min_data_rate bytes/s on average after a grace of
+ * data_timeout (like Postfix's smtpd_per_request_deadline and
+ * smtpd_min_data_rate).
+ */
 static void
-session_on_greet_timer(evutil_socket_t fd, short what, void *arg)
+deadline_update(struct session *s)
+{
+	const struct listen_conf *lc = s->conf;
+	uint64_t now = util_now_ms(), dl = 0;
+
+	switch (s->state) {
+	case S_COMMAND:
+		if (buf_len(io_in(s->io)) == 0 && !s->overlong) {
+			s->line_start = 0;
+			break;
+		}
+		if (s->line_start == 0)
+			s->line_start = now;
+		dl = s->line_start + (uint64_t)lc->command_timeout * 1000;
+		break;
+	case S_TLS:
+		dl = s->phase_start + (uint64_t)lc->command_timeout * 1000;
+		break;
+	case S_DATA:
+	case S_BDAT:
+		if (lc->min_data_rate == 0)
+			break;
+		dl = s->phase_start + (uint64_t)lc->data_timeout * 1000 +
+		    s->phase_bytes * 1000 / lc->min_data_rate;
+		break;
+	default:
+		break;
+	}
+	if (dl == 0) {
+		evtimer_del(s->ev_timer);
+	} else {
+		uint64_t ms = dl > now ? dl - now : 1;
+		struct timeval tv = {
+			.tv_sec = (time_t)(ms / 1000),
+			.tv_usec = (suseconds_t)((ms % 1000) * 1000),
+		};
+		evtimer_add(s->ev_timer, &tv);
+	}
+}
+
+static void
+session_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
 
-	session_greet(s);
+	if (s->state == S_GREETING) {
+		session_greet(s);
+	} else if (s->state == S_TLS) {
+		log_info("s%llu TLS error on connection from [%s]:%d: "
+		    "handshake not complete within command_timeout",
+		    (unsigned long long)s->id, s->ip, s->port);
+		session_free(s);
+		return;
+	} else if (s->state != S_CLOSING) {
+		log_info("s%llu H=%s [%s] too slow in state %s (%s), closing",
+		    (unsigned long long)s->id, s->helo[0] ? s->helo : "(none)",
+		    s->ip, state_names[s->state], s->state == S_COMMAND ?
+		    "command line not complete within command_timeout" :
+		    "content slower than min_data_rate");
+		tx_reset(s);
+		reply(s, "421 4.4.2 %s Error: timeout exceeded",
+		    s->srv->cfg->hostname);
+		session_close(s);
+	}
 	if (s->state == S_CLOSING && io_outlen(s->io) == 0)
 		session_free(s);
 }
@@ -583,6 +703,7 @@ session_data(struct session *s)
 		used = data_scan(&s->scan, buf_ptr(in), n, scratch, &outlen);
 		msg_write(s, scratch, outlen);
 		buf_consume(in, used);
+		s->phase_bytes += used;
 	}
 	if (!data_scan_done(&s->scan))
 		return 0;
@@ -663,6 +784,7 @@ session_bdat(struct session *s)
 		}
 		buf_consume(in, n);
 		s->bdat_left -= n;
+		s->phase_bytes += n;
 	}
 	if (s->bdat_left > 0)
 		return 0;
@@ -739,12 +861,15 @@ cmd_mail(struct session *s, const struct smtp_cmd *c)
 	case SMTP_PATH_OK:
 		break;
 	case SMTP_PATH_TOO_LONG:
+		log_refused(s, "MAIL", rest, restlen, "address too long");
 		reply(s, "501 5.1.7 Sender address too long");
 		return;
 	case SMTP_PATH_BAD_UTF8:
+		log_refused(s, "MAIL", rest, restlen, "malformed UTF-8");
 		reply(s, "553 5.6.7 Malformed UTF-8 in sender address");
 		return;
 	default:
+		log_refused(s, "MAIL", rest, restlen, "bad address syntax");
 		reply(s, "501 5.1.7 Bad sender address syntax");
 		return;
 	}
@@ -798,12 +923,15 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 	case SMTP_PATH_OK:
 		break;
 	case SMTP_PATH_TOO_LONG:
+		log_refused(s, "RCPT", rest, restlen, "address too long");
 		reply(s, "501 5.1.3 Recipient address too long");
 		return;
 	case SMTP_PATH_BAD_UTF8:
+		log_refused(s, "RCPT", rest, restlen, "malformed UTF-8");
 		reply(s, "553 5.6.7 Malformed UTF-8 in recipient address");
 		return;
 	default:
+		log_refused(s, "RCPT", rest, restlen, "bad address syntax");
 		reply(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
@@ -817,10 +945,17 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 	}
 	s->rcpt_seen++;
 	if (s->nrcpt >= max) {
-		if (s->rcpt_seen > 2 * max)
-			reply(s, "552 5.5.3 Too many recipients");
+		/* RFC 5321 4.5.3.1.10: a client that pipelined past the limit
+		 * sends the rest in another transaction; its overshoot is not
+		 * an error, up to RCPT_OVERSHOOT times the limit. */
+		uint64_t seen = s->rcpt_seen;
+		void (*rf)(struct session *, const char *, ...) =
+		    seen <= (uint64_t)RCPT_OVERSHOOT * max ? reply_not_error
+		                                           : reply;
+		if (seen > 2 * (uint64_t)max)
+			rf(s, "552 5.5.3 Too many recipients");
 		else
-			reply(s, "452 4.5.3 Too many recipients");
+			rf(s, "452 4.5.3 Too many recipients");
 		return;
 	}
 	if (!path.postmaster && !s->relay_ok &&
@@ -840,6 +975,14 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 		}
 		s->rcpt = nv;
 		s->rcpt_cap = ncap;
+	}
+	if (path.postmaster) {
+		/* RFC 5321 4.1.1.3: <postmaster> is this server's; qualify it
+		 * (first local domain, else hostname) so that it is routed as
+		 * local mail and never sent on unqualified (2.3.5). */
+		const struct config *cfg = s->srv->cfg;
+		snprintf(path.addr, sizeof(path.addr), "postmaster@%s",
+		    cfg->nlocal_domains ? cfg->local_domains[0] : cfg->hostname);
 	}
 	if ((s->rcpt[s->nrcpt] = strdup(path.addr)) == NULL) {
 		reply(s, "452 4.3.0 Out of memory");
@@ -1072,6 +1215,7 @@ session_process(struct session *s)
 		linelen = (size_t)(nl - p);
 		if (s->overlong || linelen + 1 > SMTP_LINE_MAX) {
 			s->overlong = 0;
+			s->line_start = 0;
 			buf_consume(in, linelen + 1);
 			reply(s, "500 5.5.6 Line too long");
 			continue;
@@ -1080,6 +1224,7 @@ session_process(struct session *s)
 			linelen--;
 		memcpy(line, p, linelen);
 		buf_consume(in, (size_t)(nl - p) + 1);
+		s->line_start = 0;
 		bad = smtp_parse_command(line, linelen, &cmd) == -1;
 		if (sync_enforced(s) && cmd.verb != SMTP_BDAT &&
 		    (smtp_verb_ends_group(cmd.verb) || !s->pipelining || bad) &&
@@ -1092,6 +1237,7 @@ session_process(struct session *s)
 		}
 		session_command(s, &cmd, bad);
 	}
+	deadline_update(s);
 }
 
 /* ---- io events --------------------------------------------------------- */
@@ -1105,7 +1251,7 @@ session_io(struct io *io, enum io_event ev, void *arg)
 	case IO_DATAIN:
 		if (s->state == S_GREETING) {
 			if (sync_enforced(s)) {
-				event_del(s->ev_greet);
+				event_del(s->ev_timer);
 				sync_error(s, "before the greeting");
 			}
 			return;
@@ -1235,8 +1381,8 @@ smtp_server_drain(struct smtp_server *srv)
 				continue;
 			}
 			if (s->state == S_COMMAND || s->state == S_GREETING) {
-				if (s->ev_greet)
-					event_del(s->ev_greet);
+				if (s->ev_timer)
+					event_del(s->ev_timer);
 				reply(s, "421 4.3.2 %s Service shutting down",
 				    srv->cfg->hostname);
 				session_close(s);
@@ -1338,14 +1484,14 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 	    cidr_list_match(&lc->sync_exempt_networks, peer);
 	s->relay_ok = cidr_list_match(&srv->cfg->relay_networks, peer);
 	s->io = io_new(srv->base, fd, session_io, s);
-	s->ev_greet = evtimer_new(srv->base, session_on_greet_timer, s);
-	if (s->io == NULL || s->ev_greet == NULL) {
+	s->ev_timer = evtimer_new(srv->base, session_on_timer, s);
+	if (s->io == NULL || s->ev_timer == NULL) {
 		if (s->io)
 			io_free(s->io);
 		else
 			close(fd);
-		if (s->ev_greet)
-			event_free(s->ev_greet);
+		if (s->ev_timer)
+			event_free(s->ev_timer);
 		release_client(srv, ip, counted);
 		free(s);
 		return;
@@ -1360,7 +1506,7 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 			.tv_sec = lc->greeting_delay_ms / 1000,
 			.tv_usec = (lc->greeting_delay_ms % 1000) * 1000,
 		};
-		evtimer_add(s->ev_greet, &tv);
+		evtimer_add(s->ev_timer, &tv);
 		io_set_timeout(s->io, lc->command_timeout * 1000);
 	} else {
 		session_greet(s);
