@@ -10,7 +10,8 @@
  *      |            +--- OUT_REQUEUE (no verdict) ------+
  *      |            +--- OUT_DEFER: DEFERRED until next_try (backoff) --+
  *      |                                                |
- *      +--> DELIVERED (2xx)  --journal "D"-->           |
+ *      +--> DELIVERED (2xx)  --journal "D" (none if it completes the
+ *      |                       message: the removal is the record)
  *      +--> FAILED (5xx, expiry, DNS says never) --journal "F"-->
  *
  * When every recipient of a message is final and every journal line is
@@ -411,8 +412,38 @@ rcpt_final(struct queue *q, struct qmsg *m, size_t r, int delivered,
 	if (!delivered) {
 		free(m->rerr[r]);
 		m->rerr[r] = strdup(why ? why : "failed");
+		journal(q, m, 'F', r, why);
 	}
-	journal(q, m, delivered ? 'D' : 'F', r, delivered ? NULL : why);
+	/* D lines: journal_delivered(), once the delivery is done. */
+}
+
+/*
+ * The D lines of the recipients a delivery delivered. When they complete
+ * a message that needs no bounce, none is written: msg_maybe_finalize()
+ * removes the message in the same call (queue_delivery_done ->
+ * delivery_free), and that removal, made durable by the spool worker's
+ * directory fsync, is the record. This saves one journal file, its
+ * fdatasync and a directory fsync per message on the common path; a crash
+ * before the removal is durable redelivers the message, as a crash before
+ * the D line would.
+ */
+static void
+journal_delivered(struct queue *q, struct delivery *dlv)
+{
+	struct qmsg *m = dlv->msg;
+	int completes = m->npending == 0 && m->journal_pending == 0 &&
+	    m->ndeliveries == 1 && !m->finalizing && !q->stopping;
+
+	for (size_t r = 0; completes && r < m->env.nrcpt; r++)
+		if (m->rstate[r] == RCPT_FAILED)
+			completes = 0;     /* a bounce first: keep the lines */
+	if (completes)
+		return;
+	/* Recipients of a delivery were all pending when it started, so
+	 * DELIVERED ones were delivered by it. */
+	for (size_t i = 0; i < dlv->nr; i++)
+		if (m->rstate[dlv->ridx[i]] == RCPT_DELIVERED)
+			journal(q, m, 'D', dlv->ridx[i], NULL);
 }
 
 static void
@@ -797,6 +828,7 @@ queue_delivery_done(struct queue *q, struct delivery *dlv)
 	size_t *defer = NULL, *requeue = NULL, *later = NULL;
 	size_t nd = 0, nq = 0, nl = 0;
 
+	journal_delivered(q, dlv);
 	if (dlv->nr > 0) {
 		defer = calloc(dlv->nr, sizeof(*defer));
 		requeue = calloc(dlv->nr, sizeof(*requeue));
@@ -934,11 +966,15 @@ msg_free(struct queue *q, struct qmsg *m)
 	q->nmsgs--;
 }
 
+/* "Completed" only once the removal is durable (directory fsync'ed): a
+ * message logged Completed is never delivered again, even after a crash. */
 static void
 remove_done(uint64_t token, const char *id, int err, void *arg)
 {
 	if (err)
 		log_info("%s removing spool files: %s", id, strerror(err));
+	else
+		log_info("%s Completed", id);
 }
 
 static struct qmsg *
@@ -953,7 +989,6 @@ msg_by_serial(struct queue *q, uint64_t serial)
 static void
 msg_complete(struct queue *q, struct qmsg *m)
 {
-	log_info("%s Completed", m->env.id);
 	spool_remove(q->sp, m->env.id, remove_done, q, 0);
 	msg_free(q, m);
 }

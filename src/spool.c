@@ -217,7 +217,7 @@ spool_worker(void *arg)
 	pthread_mutex_lock(&sp->lock);
 	for (;;) {
 		struct spool_msg *batch, **tail, *m;
-		int n = 0, ok = 0, jsync = 0;
+		int n = 0, ok = 0, jsync = 0, removed = 0;
 
 		while (sp->jobs == NULL && !sp->stopping)
 			pthread_cond_wait(&sp->cond, &sp->lock);
@@ -245,6 +245,7 @@ spool_worker(void *arg)
 				break;
 			case JOB_REMOVE:
 				m->result = spool_remove_one(sp, m);
+				removed++;
 				break;
 			}
 		}
@@ -257,11 +258,18 @@ spool_worker(void *arg)
 				if (m->kind == JOB_JOURNAL && m->result == 0)
 					m->result = e;
 		}
-		if (ok > 0 && fsync(sp->qfd) == -1) {
+		/* One queue/ fsync makes the batch's renames and unlinks
+		 * durable: a removal is the only record that a message whose
+		 * last recipients completed it without a journal line is done
+		 * (queue.c journal_delivered). A failure leaves the message to
+		 * be delivered again after a crash, nothing worse. */
+		if ((ok > 0 || removed > 0) && fsync(sp->qfd) == -1) {
 			/* Not durable: take the renamed files back. */
 			int e = errno;
 			for (m = batch; m; m = m->next) {
 				char dst[PATH_MAX];
+				if (m->kind == JOB_REMOVE && m->result == 0)
+					m->result = e;
 				if (m->kind != JOB_COMMIT)
 					continue;
 				if (m->result == 0 &&

@@ -31,8 +31,13 @@ PETREL_CRASH_SEED). What the test knows and how it uses it:
                 it first saw "D <index>" for a message. kill -9 does not lose
                 a completed write(2), so a recipient seen journaled at time t
                 must have no copy made by an incarnation started after t.
-  Completed     logged only after every journal line of the message is
-                durable: no copy and no "=>" in any later incarnation.
+  Completed     logged only once the message's removal from queue/ is
+                durable (directory fsync'ed; a message whose last delivery
+                completes it writes no journal line, the removal is the
+                record): no copy and no "=>" in any later incarnation. A
+                kill between that fsync and the log line leaves a message
+                with no Completed line: allowed only if every recipient
+                has its "=>" (counted as completed_unlogged).
   duplicates    (message, recipient) pairs stored more than once. Each pair
                 of consecutive copies must come from different incarnations
                 (a duplicate needs a kill in between: the first copy was in
@@ -40,9 +45,9 @@ PETREL_CRASH_SEED). What the test knows and how it uses it:
                 number, so each first copy is one of two kinds: no "=>" (the
                 sink's 250 had not reached Petrel: in the pipeline window, at
                 most max_connections x pipeline_window transactions x 3
-                recipients per kill) or "=>" logged but journal line not yet
-                written (the log line comes first): then the "=>" must be
-                recent at the kill (LAG_MAX).
+                recipients per kill) or "=>" logged but the journal line or
+                the removal not yet durable (the log line comes first):
+                then the "=>" must be recent at the kill (LAG_MAX).
   spool         at every kill (Petrel dead, spool frozen) every queue/ file
                 parses, journal lines are whole and in range, and every
                 message acknowledged so far is in queue/ or at the sink for
@@ -579,10 +584,12 @@ def test_random_kills_lose_nothing(petrel_factory, sink_factory):
             if later:
                 problems.append(f"{qid} {r}: Completed in epoch {e}, delivered again "
                                 f"by a later incarnation: sink {later}")
-    missing_done = [m.qid for m in acked if m.qid not in completed]
+    unlogged = [m for m in acked if m.qid not in completed]
+    missing_done = [m.qid for m in unlogged
+                    if not all((m.qid, r) in dlv_first for r in m.rcpts)]
     if missing_done:
         problems.append(f"{len(missing_done)} acknowledged messages never logged "
-                        f"Completed: {missing_done[:5]}")
+                        f"Completed nor '=>' for every recipient: {missing_done[:5]}")
     logged_twice = sum(1 for n in dlv_count.values() if n > 1)
     # ---- duplicates: only across a kill, and only what was in flight there.
     # A copy made by incarnation a and made again later was in flight at
@@ -615,7 +622,8 @@ def test_random_kills_lose_nothing(petrel_factory, sink_factory):
                 gaps.append(gap)
                 if gap > LAG_MAX:
                     problems.append(f"{tid} {r}: '=>' logged {gap:.3f}s before kill {a + 1} "
-                                    f"and delivered again: journal line not written")
+                                    f"and delivered again: neither journal line nor "
+                                    f"removal made durable")
     for k in range(len(kills)):
         if len(win_msgs[k]) > MAX_CONN * WINDOW or win_pairs[k] > bound:
             problems.append(f"kill {k + 1}: {len(win_msgs[k])} messages ({win_pairs[k]} "
@@ -652,7 +660,7 @@ def test_random_kills_lose_nothing(petrel_factory, sink_factory):
           f"journal lag {len(gaps)}, '=>' at most {max(gaps, default=0) * 1000:.0f} ms "
           f"before the kill; '=>' logged twice: {logged_twice}) "
           f"journal_lag_ms(p50/p99/max)={pct(lags, .5)}/{pct(lags, .99)}/{pct(lags, 1)} "
-          f"sink_copies={len(copies)} "
+          f"sink_copies={len(copies)} completed_unlogged={len(unlogged)} "
           f"unacked_but_delivered={unacked_delivered} not_acked={outcomes} "
           f"journal_lines_watched={journal_seen} queue_files_parsed={len(sampler.parsed)} "
           f"sink_connections={sink.stats()['connections']} reconnects={clients.reconnects} "
