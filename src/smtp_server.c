@@ -64,6 +64,8 @@
 #define SCAN_CHUNK 16384
 #define HDRCAP_MAX 8192        /* header bytes kept to find Message-ID */
 #define SESSION_HASH 1024
+#define REFUSAL_LOG_BURST 20   /* connection refusals logged per second;
+                                  the rest are counted in one line */
 #define RCPT_OVERSHOOT 10      /* RCPTs past max_recipients that are not
                                   counted as errors: 10 x the limit */
 
@@ -145,6 +147,9 @@ struct smtp_server {
 	void (*on_queued)(void *, const char *);
 	void *on_queued_arg;
 	struct client_table *clients; /* per-address limits */
+	uint64_t refusal_window;  /* ms: start of the current second */
+	unsigned refusals_logged; /* refusal lines in it */
+	unsigned refusals_quiet;  /* refusals not logged in it */
 	struct session *hash[SESSION_HASH];
 };
 
@@ -1422,6 +1427,38 @@ refuse(struct smtp_server *srv, int fd, const char *fmt)
 	close(fd);
 }
 
+/*
+ * A flood of refused connections must not become a flood of log lines:
+ * REFUSAL_LOG_BURST per second are logged, the others counted, and the
+ * count is logged when the second is over (at the next connection).
+ */
+static void
+refusal_log_roll(struct smtp_server *srv)
+{
+	uint64_t now = util_now_ms();
+
+	if (now - srv->refusal_window < 1000)
+		return;
+	if (srv->refusals_quiet > 0)
+		log_info("%u more refused connections not logged (over %d per "
+		    "second)", srv->refusals_quiet, REFUSAL_LOG_BURST);
+	srv->refusal_window = now;
+	srv->refusals_logged = 0;
+	srv->refusals_quiet = 0;
+}
+
+static int
+refusal_log_ok(struct smtp_server *srv)
+{
+	refusal_log_roll(srv);
+	if (srv->refusals_logged < REFUSAL_LOG_BURST) {
+		srv->refusals_logged++;
+		return 1;
+	}
+	srv->refusals_quiet++;
+	return 0;
+}
+
 void
 smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
                    int fd, const struct sockaddr *peer, socklen_t peerlen)
@@ -1432,10 +1469,12 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 	int port, counted = 0;
 
 	util_addr_str(peer, ip, sizeof(ip), &port);
+	refusal_log_roll(srv);    /* log a finished second's count */
 	if (srv->nsessions >= srv->cfg->max_sessions) {
-		log_info("SMTP connection from [%s]:%d refused: too many "
-		    "connections (max_sessions %u)", ip, port,
-		    srv->cfg->max_sessions);
+		if (refusal_log_ok(srv))
+			log_info("SMTP connection from [%s]:%d refused: too "
+			    "many connections (max_sessions %u)", ip, port,
+			    srv->cfg->max_sessions);
 		refuse(srv, fd, "421 4.7.0 %s Error: too many connections");
 		return;
 	}
@@ -1452,17 +1491,20 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 		case CLIENT_UNTRACKED:
 			break;
 		case CLIENT_TOO_MANY_SESSIONS:
-			log_info("SMTP connection from [%s]:%d refused: %u "
-			    "sessions from this address "
-			    "(max_sessions_per_client %u)", ip, port, info,
-			    lim.max_sessions);
+			if (refusal_log_ok(srv))
+				log_info("SMTP connection from [%s]:%d "
+				    "refused: %u sessions from this address "
+				    "(max_sessions_per_client %u)", ip, port,
+				    info, lim.max_sessions);
 			refuse(srv, fd, "421 4.7.0 %s Error: too many "
 			    "connections from your address");
 			return;
 		case CLIENT_BLOCKED:
-			log_info("SMTP connection from [%s]:%d refused: too "
-			    "many errors from this address, %us of penalty "
-			    "left (max_client_errors)", ip, port, info);
+			if (refusal_log_ok(srv))
+				log_info("SMTP connection from [%s]:%d "
+				    "refused: too many errors from this "
+				    "address, %us of penalty left "
+				    "(max_client_errors)", ip, port, info);
 			refuse(srv, fd, "421 4.7.0 %s Error: too many errors "
 			    "from your address, try again later");
 			return;
