@@ -33,6 +33,32 @@
  * (never reported delivered, never lost). A failed transaction is followed
  * by RSET, pipelined with the next MAIL.
  *
+ * Desynchronisation. Counting is only right if the server sends exactly
+ * one reply per command (RFC 5321 4.2, RFC 2920 3.2), so the client
+ * checks what it can before it acts on a reply, and a connection that
+ * fails a check is closed as a protocol error, its transactions re-queued:
+ *  - more replies than commands: a read that holds more replies (a
+ *    partial one counts) than commands in flight, or a reply that is
+ *    followed by more bytes during the opening dialogue, where only one
+ *    command is ever outstanding. Those bytes arrived before the next
+ *    command was sent, so they answer nothing. Exceptions: a surplus 421
+ *    (a server may announce that it closes at any time, RFC 5321 3.8: the
+ *    replies before it are acted on, then the connection closes), and the
+ *    plaintext after the 220 to STARTTLS (discarded, see io.c).
+ *  - a reply that cannot answer its command (RFC 5321 4.3.2): a 2xx to
+ *    DATA, a 3xx to anything but DATA, 220/221 to a command of the mail
+ *    transaction, a greeting other than 220, an EHLO/HELO success other
+ *    than 250, a 2xx/3xx other than 220 to STARTTLS.
+ * A server that adds one reply and later swallows another, with
+ * everything in between well formed, cannot be told from a correct one
+ * by counting; nothing here pretends to.
+ *
+ * Timeouts (RFC 5321 4.5.3.2) run from the last progress: a complete
+ * reply, output drained while content streams, or a command sent when
+ * nothing was outstanding. Neither the queue's periodic kick nor bytes
+ * that never complete a reply (a server trickling one byte at a time)
+ * push the deadline back.
+ *
  * Memory: the connection is freed only at the end of an entry point (io
  * callback, timer) when conn_close() has marked it C_DEAD, so code below an
  * entry point never touches freed memory.
@@ -61,6 +87,7 @@
 
 #define STREAM_HIGH (256 * 1024)  /* content bytes queued ahead of the socket */
 #define STREAM_READ (64 * 1024)
+#define QUIT_TIMEOUT 10           /* seconds for the reply to QUIT */
 
 enum cstate {
 	C_CONNECTING,
@@ -148,6 +175,7 @@ struct mta_conn {
 	int streaming;
 	unsigned msgs;        /* transactions started */
 	uint64_t opened_ms;
+	uint64_t wait_ms;     /* last progress: the reply deadline runs from it */
 	int need_rset;
 	int reached;          /* got a greeting */
 	int pumping;          /* conn_pump() is on the stack */
@@ -163,6 +191,7 @@ static SSL_CTX *ctx_noverify, *ctx_verify;
 static void conn_io(struct io *io, enum io_event ev, void *arg);
 static void conn_pump(struct mta_conn *c);
 static void conn_timeout_update(struct mta_conn *c);
+static uint64_t conn_deadline(const struct mta_conn *c);
 static int conn_try_next(struct mta_conn *c, const char *why);
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -182,6 +211,8 @@ conn_host(const struct mta_conn *c)
 static int
 exp_push(struct mta_conn *c, enum rkind k, struct mta_tx *tx, size_t i)
 {
+	if (c->exp_len == 0)
+		c->wait_ms = util_now_ms(); /* a wait for a reply begins */
 	if (c->exp_len == c->exp_cap) {
 		size_t ncap = c->exp_cap ? c->exp_cap * 2 : 64;
 		struct expect *nv = malloc(ncap * sizeof(*nv));
@@ -640,7 +671,7 @@ conn_quit(struct mta_conn *c)
 	io_write(c->io, "QUIT\r\n", 6);
 	exp_push(c, RK_QUIT, NULL, 0);
 	conn_enter(c, C_QUIT);
-	io_set_timeout(c->io, 10000);
+	conn_timeout_update(c);
 }
 
 static void
@@ -676,7 +707,6 @@ conn_ready(struct mta_conn *c)
 		c->d->connecting--;
 	}
 	queue_conn_ok(c->q, c->d);
-	io_set_timeout(c->io, c->conf->reply_timeout * 1000);
 	conn_pump(c);
 }
 
@@ -689,7 +719,7 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 
 	switch (c->state) {
 	case C_GREETING:
-		if (r->code / 100 != 2) {
+		if (r->code != 220) {  /* RFC 5321 4.3.2: 220, else 554 */
 			conn_try_next(c, r->text);
 			return;
 		}
@@ -699,8 +729,12 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		return;
 	case C_EHLO:
 	case C_EHLO2:
-		if (r->code / 100 != 2) {
-			if (c->state == C_EHLO2 || tls_required) {
+		if (r->code != 250) {
+			/* Only a 5xx (EHLO not known) falls back to HELO (RFC
+			 * 5321 3.2); a 421 or other 4xx ends the session, and a
+			 * 2xx/3xx other than 250 answers some other command. */
+			if (c->state == C_EHLO2 || tls_required ||
+			    r->code / 100 != 5) {
 				conn_try_next(c, r->text);
 				return;
 			}
@@ -723,7 +757,7 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		conn_ready(c);
 		return;
 	case C_HELO:
-		if (r->code / 100 != 2 || tls_required) {
+		if (r->code != 250 || tls_required) {
 			conn_try_next(c, tls_required ? "TLS required but EHLO "
 			    "was refused" : r->text);
 			return;
@@ -736,11 +770,14 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		SSL_CTX *ctx;
 
 		if (r->code != 220) {
-			if (tls_required) {
+			/* "may" goes on in plaintext after a refusal (454, 5xx),
+			 * never after a 421 (the server is closing) or a reply
+			 * that answers some other command (2xx, 3xx). */
+			if (tls_required || r->code == 421 || r->code / 100 < 4) {
 				conn_try_next(c, r->text);
 				return;
 			}
-			conn_ready(c); /* "may": go on in plaintext */
+			conn_ready(c);
 			return;
 		}
 		ctx = conn_tls_ctx(c->conf->tls == TLS_POLICY_VERIFY);
@@ -760,6 +797,30 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 	}
 }
 
+/*
+ * 1 if code can be the reply to a command of kind k (RFC 5321 4.3.2): DATA
+ * gets 354 or a failure, never a 2xx; nothing else in a mail transaction
+ * gets a 3xx, or the greeting's 220 or QUIT's 221. Anything else means the
+ * replies no longer line up with the commands.
+ */
+static int
+reply_fits(enum rkind k, int code)
+{
+	switch (k) {
+	case RK_QUIT:
+		return 1;
+	case RK_DATA:
+		return code == 354 || code / 100 == 4 || code / 100 == 5;
+	default:
+		return (code / 100 == 2 && code != 220 && code != 221) ||
+		    code / 100 == 4 || code / 100 == 5;
+	}
+}
+
+static const char *const rkind_names[] = {
+	"MAIL", "RCPT", "DATA", "end of data", "BDAT", "RSET", "QUIT",
+};
+
 /* One reply in C_READY or C_QUIT, matched to the oldest expectation. */
 static void
 conn_reply(struct mta_conn *c, const struct smtp_reply *r)
@@ -767,6 +828,10 @@ conn_reply(struct mta_conn *c, const struct smtp_reply *r)
 	struct expect e;
 
 	if (c->exp_len == 0) {
+		if (r->code == 421) {  /* closing, unasked (RFC 5321 3.8) */
+			conn_close(c, 0, r->text);
+			return;
+		}
 		log_info("C=%u H=%s [%s]: unexpected reply \"%s\"", c->id,
 		    conn_host(c), c->ip, r->text);
 		conn_close(c, 1, "protocol error: reply without a command");
@@ -776,6 +841,13 @@ conn_reply(struct mta_conn *c, const struct smtp_reply *r)
 	if (r->code == 421 && e.kind != RK_QUIT) {
 		/* Server is closing: whatever had no final reply goes back. */
 		conn_close(c, 0, r->text);
+		return;
+	}
+	if (!reply_fits(e.kind, r->code)) {
+		log_info("C=%u H=%s [%s]: reply \"%s\" cannot answer %s", c->id,
+		    conn_host(c), c->ip, r->text, rkind_names[e.kind]);
+		conn_close(c, 1, "protocol error: replies out of step with "
+		    "commands");
 		return;
 	}
 	switch (e.kind) {
@@ -834,9 +906,48 @@ conn_reply(struct mta_conn *c, const struct smtp_reply *r)
 	}
 }
 
+/*
+ * 1 if [p, p + n) is, or may still become, a 421 reply: the server
+ * closing, which RFC 5321 3.8 lets it announce at any time, not only as
+ * a reply to a command. Such a surplus reply is no desynchronisation.
+ */
+static int
+maybe_421(const char *p, size_t n)
+{
+	return n > 0 && memcmp(p, "421", n < 3 ? n : 3) == 0;
+}
+
+/*
+ * 1 if [buf, buf + len) holds more replies than max: more than max complete
+ * ones, or bytes after the max-th (a partial or malformed reply), unless
+ * the first surplus one is (or may become) a 421. Cost: at most max + 1
+ * replies parsed, never the whole buffer.
+ */
+static int
+replies_exceed(const char *buf, size_t len, size_t max)
+{
+	size_t n = 0, off = 0;
+
+	while (off < len) {
+		struct smtp_reply r;
+		size_t used;
+
+		if (n == max)
+			return !maybe_421(buf + off, len - off);
+		if (smtp_reply_parse(buf + off, len - off, &r, &used) !=
+		    SMTP_REPLY_OK)
+			return 0; /* the n+1-th: partial or malformed */
+		off += used;
+		n++;
+	}
+	return 0;
+}
+
 static void
 conn_read(struct mta_conn *c)
 {
+	int counted = 0;
+
 	for (;;) {
 		struct smtp_reply r;
 		size_t used = 0;
@@ -850,6 +961,21 @@ conn_read(struct mta_conn *c)
 		in = io_in(c->io);
 		if (buf_len(in) == 0)
 			break;
+		if (!counted && (c->state == C_READY || c->state == C_QUIT)) {
+			/* Before acting on any of them: every reply here came
+			 * before the commands queued from now on were sent, so
+			 * there can be no more than are in flight now. */
+			counted = 1;
+			if (replies_exceed(buf_ptr(in), buf_len(in),
+			    c->exp_len)) {
+				log_info("C=%u H=%s [%s]: more replies than the "
+				    "%zu commands in flight", c->id, conn_host(c),
+				    c->ip, c->exp_len);
+				conn_close(c, 1, "protocol error: more replies "
+				    "than commands");
+				return;
+			}
+		}
 		st = smtp_reply_parse(buf_ptr(in), buf_len(in), &r, &used);
 
 		if (st == SMTP_REPLY_NEED_MORE)
@@ -866,12 +992,30 @@ conn_read(struct mta_conn *c)
 				conn_try_next(c, "malformed reply");
 			return;
 		}
+		c->wait_ms = util_now_ms(); /* progress */
 		if (c->state == C_READY || c->state == C_QUIT) {
 			buf_consume(in, used);
 			conn_reply(c, &r);
 		} else {
 			struct smtp_ehlo eh;
 
+			/* One command (or the greeting) is outstanding in the
+			 * opening: bytes after its reply answer nothing. After
+			 * a 220 to STARTTLS they are dropped unread (io.c). */
+			if (buf_len(in) > used &&
+			    !(c->state == C_STARTTLS && r.code == 220) &&
+			    !maybe_421(buf_ptr(in) + used, buf_len(in) - used)) {
+				char esc[100];
+				util_escape(esc, sizeof(esc), buf_ptr(in) + used,
+				    buf_len(in) - used > 40 ? 40 :
+				    buf_len(in) - used);
+				log_info("C=%u H=%s [%s]: reply before the command "
+				    "was sent: \"%s\"", c->id, conn_host(c), c->ip,
+				    esc);
+				conn_try_next(c, "protocol error: more replies "
+				    "than commands");
+				return;
+			}
 			memset(&eh, 0, sizeof(eh));
 			if ((c->state == C_EHLO || c->state == C_EHLO2) &&
 			    r.code / 100 == 2)
@@ -962,13 +1106,14 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 	switch (ev) {
 	case IO_CONNECTED:
 		conn_enter(c, C_GREETING);
-		io_set_timeout(io, c->conf->reply_timeout * 1000);
+		c->wait_ms = util_now_ms();
 		break;
 	case IO_DATAIN:
 		conn_read(c);
 		break;
 	case IO_LOWAT:
 		if (c->state == C_READY && c->streaming) {
+			c->wait_ms = util_now_ms(); /* the server takes content */
 			if (conn_stream(c) == -1) {
 				conn_close(c, 1, "spool read error");
 				break;
@@ -989,10 +1134,13 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 		}
 		conn_ehlo(c);
 		conn_enter(c, C_EHLO2);
+		c->wait_ms = util_now_ms();
 		break;
 	case IO_TIMEOUT:
 		if (c->state == C_READY && c->exp_len == 0 && !c->streaming)
 			break; /* idle: the idle timer decides */
+		if (c->state != C_CONNECTING && util_now_ms() < conn_deadline(c))
+			break; /* early: re-armed below */
 		if (c->reached)
 			conn_close(c, 1, "timeout waiting for the server");
 		else
@@ -1017,6 +1165,8 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 	}
 	if (c->state == C_DEAD)
 		conn_free(c);
+	else
+		conn_timeout_update(c); /* bytes that are no reply gain no time */
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -1074,18 +1224,40 @@ mta_conn_starting(const struct mta_conn *c)
 }
 
 /*
- * RFC 5321 4.5.3.2: the reply to the end of data may take longer
- * (data_timeout, 10 min) than other replies (reply_timeout, 5 min).
+ * When the wait for the next reply times out (ms): the last progress plus
+ * the timeout. RFC 5321 4.5.3.2: the reply to the end of data may take
+ * longer (data_timeout, 10 min) than other replies (reply_timeout, 5 min).
  */
+static uint64_t
+conn_deadline(const struct mta_conn *c)
+{
+	uint64_t t = c->conf->reply_timeout;
+
+	if (c->state == C_QUIT)
+		t = QUIT_TIMEOUT;
+	else if (c->state == C_READY)
+		for (const struct mta_tx *tx = c->txs; tx; tx = tx->next)
+			if (tx->content_done && c->conf->data_timeout > t)
+				t = c->conf->data_timeout;
+	return c->wait_ms + t * 1000;
+}
+
+/* Arm the io timer for the deadline; none while idle (ev_idle decides). */
 static void
 conn_timeout_update(struct mta_conn *c)
 {
-	unsigned t = c->conf->reply_timeout;
+	uint64_t now, end;
 
-	for (const struct mta_tx *tx = c->txs; tx; tx = tx->next)
-		if (tx->content_done && c->conf->data_timeout > t)
-			t = c->conf->data_timeout;
-	io_set_timeout(c->io, t * 1000);
+	if (c->io == NULL || c->state == C_DEAD || c->state == C_CONNECTING)
+		return;  /* connecting: io_connect()'s connect_timeout */
+	if (c->state == C_READY && c->exp_len == 0 && !c->streaming) {
+		io_set_timeout(c->io, 0);
+		return;
+	}
+	now = util_now_ms();
+	end = conn_deadline(c);
+	io_set_timeout(c->io, end <= now ? 1 : end - now > UINT_MAX ?
+	    UINT_MAX : (unsigned)(end - now));
 }
 
 /* Take deliveries while there is room; idle or quit when there is none. */
