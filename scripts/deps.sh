@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS="gcc make meson ninja-build pkg-config libssl-dev libevent-dev
 libunbound-dev libinih-dev libcmocka-dev openssl python3 python3-pytest
-swaks postfix nsd clang logrotate"
+swaks postfix nsd clang logrotate python3-aiosmtpd"
 
 missing=""
 for p in $PKGS; do

@@ -2,6 +2,7 @@
 # Run every test suite and end with one line "N passed, N failed".
 #   unit:        cmocka programs via `meson test`
 #   integration: pytest against the real daemon (tests/integration)
+#   interop:     the interop matrix with real MTAs (tests/interop), one test per row
 # Exit status 0 only when nothing failed and at least one test ran.
 set -uo pipefail
 BUILD=${1:-build}
@@ -55,6 +56,34 @@ fi
 if [ "$rc" -ne 0 ] && [ "$if_" -eq 0 ]; then if_=1; fi
 echo "integration: $ip passed, $if_ failed"
 passed=$((passed + ip)); failed=$((failed + if_))
+
+# Interop matrix (tests/interop/run_interop.py): Petrel against private
+# Postfix, Exim, OpenSMTPD, chasquid, aiosmtpd, swaks, smtp-source and
+# smtplib instances on loopback; each row counts as one test (PASS or not).
+# INTEROP=0 skips it; INTEROP_MESSAGES (default 500) sets the messages per
+# row. The table goes to a temporary file (make interop writes docs/interop.md).
+if [ "${INTEROP:-1}" = 1 ]; then
+	echo "== interop matrix (tests/interop, ${INTEROP_MESSAGES:-500} messages per row)"
+	t0=$(date +%s)
+	if scripts/interop-deps.sh > "$OUT/interop-deps.log" 2>&1; then
+		/usr/bin/python3 tests/interop/run_interop.py --messages "${INTEROP_MESSAGES:-500}" \
+			--out "$OUT/interop.md" 2>&1 | tee "$OUT/interop.log"
+		rc=${PIPESTATUS[0]}
+	else
+		cat "$OUT/interop-deps.log"
+		echo "interop: scripts/interop-deps.sh failed"
+		rc=1
+	fi
+	# one line per row: "interop: NAME: PASS|FAIL|ERROR sent=..."
+	xp=$(grep -cE '^interop: [a-z0-9-]+: PASS ' "$OUT/interop.log" 2>/dev/null || true)
+	xf=$(grep -cE '^interop: [a-z0-9-]+: (FAIL|ERROR) ' "$OUT/interop.log" 2>/dev/null || true)
+	xp=${xp:-0}; xf=${xf:-0}
+	if [ "$rc" -ne 0 ] && [ "$xf" -eq 0 ]; then xf=1; fi
+	if [ "$xp" -eq 0 ] && [ "$xf" -eq 0 ]; then xf=1; fi
+	[ "$xf" -gt 0 ] && [ -f "$OUT/interop.md" ] && grep -E '^\| .* \| (FAIL|ERROR) \|$' "$OUT/interop.md"
+	echo "interop: $xp passed, $xf failed ($(( $(date +%s) - t0 )) s)"
+	passed=$((passed + xp)); failed=$((failed + xf))
+fi
 
 if [ "${SANITIZE:-0}" = 1 ]; then
 	echo "== sanitizer reports"

@@ -154,7 +154,8 @@ queue_list(const char *spool_dir, FILE *out)
 		n++;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), qentry_cmp);
+	if (n > 1)    /* v is NULL when the queue is empty (C11 7.22.5) */
+		qsort(v, n, sizeof(*v), qentry_cmp);
 	if (n == 0)
 		fprintf(out, "Mail queue is empty\n");
 	for (size_t i = 0; i < n; i++) {

@@ -39,6 +39,15 @@ throttling that would make tests slow (in_flow_delay, error sleep), and
 strict checks on the client (smtpd_forbid_unauth_pipelining,
 reject_unauth_pipelining, smtpd_forbid_bare_newline without exclusions).
 
+Final delivery (optional, mailbox_domains=[...]): Postfix then also acts
+as the last hop for those domains, the way a mail server people run does.
+Its own virtual(8) delivery agent stores every (message, recipient) copy
+as one file in the maildir DIR/mailbox/<domain>/ (texthash map
+"@domain domain/", uid/gid of nobody/nogroup), with the Delivered-To:
+header naming the recipient; maildir_messages() reads them back. Other
+domains still go to relayhost (relayhost may be None when nothing is
+relayed).
+
 start() fails (PostfixError, never a skip) with Postfix's own output and
 the maillog tail if the instance cannot start or does not greet within the
 time limit. stop() runs `postfix -c DIR/etc stop`, waits for the master
@@ -50,6 +59,7 @@ Every subprocess call here has a timeout.
 
 import os
 import pty
+import pwd
 import re
 import shutil
 import signal
@@ -135,10 +145,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class PostfixInstance:
     def __init__(self, relayhost, port=None, access=None, main_extra=None,
-                 keep=None):
-        """relayhost: (host, port) every message is relayed to. access:
-        {recipient: action} for check_recipient_access texthash:. main_extra:
-        {param: value} added to / overriding main.cf."""
+                 keep=None, mailbox_domains=None):
+        """relayhost: (host, port) every message is relayed to (None: no
+        relayhost). access: {recipient: action} for check_recipient_access
+        texthash:. main_extra: {param: value} added to / overriding
+        main.cf. mailbox_domains: domains delivered by Postfix itself into
+        DIR/mailbox/<domain>/ (maildir, see maildir_messages())."""
         self.dir = Path(tempfile.mkdtemp(prefix="petrel-pf-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.etc = self.dir / "etc"
@@ -149,6 +161,8 @@ class PostfixInstance:
         self.relayhost = relayhost
         self.access = access
         self.main_extra = main_extra or {}
+        self.mailbox_domains = list(mailbox_domains or [])
+        self.mailbox = self.dir / "mailbox"
         self.keep = keep if keep is not None else bool(os.environ.get("PETREL_KEEP_POSTFIX"))
         self.started = False
         self.master_pid = None
@@ -167,7 +181,6 @@ class PostfixInstance:
     # -- configuration -------------------------------------------------------
 
     def main_cf(self):
-        h, p = self.relayhost
         cf = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.queue),
@@ -187,7 +200,8 @@ class PostfixInstance:
             "inet_protocols": "ipv4",
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
-            "relayhost": f"[{h}]:{p}",
+            "relayhost": (f"[{self.relayhost[0]}]:{self.relayhost[1]}"
+                          if self.relayhost else ""),
             "smtp_dns_support_level": "disabled",
             "smtp_host_lookup": "native",
             "smtpd_peername_lookup": "no",
@@ -225,6 +239,18 @@ class PostfixInstance:
         if self.access:
             cf["smtpd_recipient_restrictions"] = \
                 f"check_recipient_access texthash:{self.etc / 'access'}"
+        if self.mailbox_domains:
+            nobody = pwd.getpwnam("nobody")
+            cf.update({
+                "virtual_mailbox_domains": ", ".join(self.mailbox_domains),
+                "virtual_mailbox_base": str(self.mailbox),
+                "virtual_mailbox_maps": f"texthash:{self.etc / 'vmailbox'}",
+                "virtual_uid_maps": f"static:{nobody.pw_uid}",
+                "virtual_gid_maps": f"static:{nobody.pw_gid}",
+                "virtual_transport": "virtual",
+                # per maildir file; must not be below message_size_limit
+                "virtual_mailbox_limit": "0",
+            })
         cf.update(self.main_extra)
         return "".join(f"{k} = {v}\n" for k, v in cf.items())
 
@@ -236,6 +262,15 @@ class PostfixInstance:
         if self.access:
             (self.etc / "access").write_text(
                 "".join(f"{k} {v}\n" for k, v in self.access.items()))
+        if self.mailbox_domains:
+            # "@domain domain/": every user of the domain, one maildir
+            # (the trailing slash) per domain under virtual_mailbox_base
+            (self.etc / "vmailbox").write_text(
+                "".join(f"@{d} {d}/\n" for d in self.mailbox_domains))
+            with open(self.etc / "master.cf", "a") as f:
+                f.write("virtual   unix  -       n       n       -       -       virtual\n")
+            self.mailbox.mkdir(mode=0o755)
+            shutil.chown(self.mailbox, "nobody", "nogroup")
         self._run(["openssl", "req", "-x509", "-newkey", "ec",
                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                    "-keyout", str(self.etc / "key.pem"),
@@ -429,3 +464,25 @@ class PostfixInstance:
                     f"postfix maillog: {len(got)} lines match {rx!r}, want {count}\n"
                     + self.maillog_tail())
             time.sleep(0.1)
+
+    # -- final delivery (mailbox_domains) ------------------------------------
+
+    def maildir_messages(self, domain=None):
+        """The copies Postfix delivered into its maildirs: a list of
+        (recipients, content bytes), one per file, the recipient taken
+        from the Delivered-To: header virtual(8) prepends (LF line ends,
+        as Postfix stores them)."""
+        out = []
+        for d in ([domain] if domain else self.mailbox_domains):
+            new = self.mailbox / d / "new"
+            if not new.is_dir():
+                continue
+            for f in sorted(new.iterdir()):
+                try:
+                    data = f.read_bytes()
+                except OSError:
+                    continue
+                head = data.split(b"\n\n", 1)[0]
+                m = re.search(rb"^Delivered-To: (\S+)$", head, re.M)
+                out.append(([m.group(1).decode()] if m else [], data))
+        return out

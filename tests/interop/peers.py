@@ -14,17 +14,25 @@ scripts/interop-deps.sh).
                                  relays local.example to Petrel (TLS required)
     OpenSMTPDPeer(store)         opensmtpd in a private mount namespace (its
                                  spool path is compiled in), relays to `store`
-    ChasquidPeer()               chasquid, local delivery through an MDA script
+    ChasquidPeer()               chasquid, local delivery through an MDA script,
+                                 in a private mount namespace whose
+                                 /etc/resolv.conf names a StubDns
+    StubDns(records)             a tiny authoritative DNS responder on
+                                 127.x.y.z:53 (a thread of this process)
 """
 
 import json
+from collections import Counter
 import os
+import random
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -251,14 +259,23 @@ begin rewrite
 
 
 class EximPeer(Peer):
-    """exim4-daemon-light 4.96 run from build-interop/peers/exim with -C."""
+    """exim4-daemon-light 4.96 unpacked in build-interop/peers/exim, run
+    (as a copy of its binary in the peer's directory) with -C."""
     name = "exim"
 
     def __init__(self, port=None, petrel_port=1, queue_only=False, keep=False):
+        unpacked = PEERS / "exim" / "usr" / "sbin" / "exim4"
+        if not os.access(unpacked, os.X_OK):
+            raise PeerError(f"{unpacked} missing: run scripts/interop-deps.sh")
         super().__init__(port, keep)
-        self.bin = PEERS / "exim" / "usr" / "sbin" / "exim4"
-        if not os.access(self.bin, os.X_OK):
-            raise PeerError(f"{self.bin} missing: run scripts/interop-deps.sh")
+        # Exim re-executes exim_path after dropping to the mail user (for
+        # each delivery, -Mc): a copy in the peer's own 0755 directory, since
+        # the work tree may sit below a directory the mail user cannot enter
+        # (a CI clone in a 0700 directory: "re-exec of exim ... failed:
+        # Permission denied", nothing delivered)
+        self.bin = self.dir / "exim4"
+        shutil.copy2(unpacked, self.bin)
+        os.chmod(self.bin, 0o755)
         make_cert(self.dir, "exim.peer.test")
         shutil.chown(self.dir / "key.pem", "mail", "mail")
         for sub in ("spool", "log", "mail"):
@@ -334,11 +351,11 @@ class OpenSMTPDPeer(Peer):
         OpenSSL 3) fails every server-side TLS handshake ("rsa routines::
         missing private key" in its privsep key process), so STARTTLS is
         not offered; tls=True reproduces that."""
-        super().__init__(port, keep)
         self.root = PEERS / "opensmtpd"
         self.bin = self.root / "usr" / "sbin" / "smtpd"
         if not os.access(self.bin, os.X_OK):
             raise PeerError(f"{self.bin} missing: run scripts/interop-deps.sh")
+        super().__init__(port, keep)
         self.store = store
         # RSA: with an EC key OpenSMTPD 6.8 + OpenSSL 3 fails the handshake
         # ("tlsv1 alert internal error"; its privsep key engine is RSA-only)
@@ -370,6 +387,115 @@ class OpenSMTPDPeer(Peer):
         return self.store.stored()
 
 
+class StubDns:
+    """A tiny authoritative DNS responder for peers that resolve through
+    /etc/resolv.conf (chasquid: its SPF check looks up the TXT record of
+    every MAIL FROM domain). resolv.conf cannot name a port, so it listens
+    on UDP port 53 of a random 127.x.y.z (not 127.0.0.1: nothing else in
+    the tree uses these). records: {(name, qtype): [rdata bytes]}; a known
+    name without that type gets NOERROR/no answer, an unknown name
+    NXDOMAIN; every answer is immediate. A thread of this process, stopped
+    with stop(); `queries` counts what it answered."""
+
+    TXT, A = 16, 1
+
+    def __init__(self, records):
+        self.records = {(n.lower().rstrip("."), t): v for (n, t), v in records.items()}
+        self.names = {n for n, _ in self.records}
+        self.queries = Counter()
+        self.sock = None
+        self.addr = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    @staticmethod
+    def txt(text):
+        b = text.encode()
+        return b"".join(bytes([len(b[i:i + 255])]) + b[i:i + 255] for i in range(0, len(b), 255))
+
+    def start(self):
+        last = None
+        for _ in range(50):
+            addr = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((addr, 53))
+            except OSError as e:
+                s.close()
+                last = e
+                continue
+            self.sock, self.addr = s, addr
+            break
+        else:
+            raise PeerError(f"StubDns: no free 127.x.y.z:53 ({last})")
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="stub-dns")
+        self._thread.start()
+        return self
+
+    def _answer(self, q):
+        if len(q) < 12:
+            return None
+        qid, flags, qd = struct.unpack(">HHH", q[:6])
+        if flags & 0x8000 or qd != 1:
+            return None
+        i, labels = 12, []
+        while i < len(q) and q[i]:
+            n = q[i]
+            labels.append(q[i + 1:i + 1 + n].decode("ascii", "replace"))
+            i += 1 + n
+        i += 1
+        if i + 4 > len(q):
+            return None
+        qtype, _qclass = struct.unpack(">HH", q[i:i + 4])
+        question = q[12:i + 4]
+        name = ".".join(labels).lower()
+        self.queries[(name, qtype)] += 1
+        rdatas = self.records.get((name, qtype), [])
+        rcode = 0 if name in self.names else 3
+        # QR, AA, RD copied, RA (Go's resolver calls an answer without AA
+        # and RA a lame referral)
+        rflags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
+        out = struct.pack(">HHHHHH", qid, rflags, 1, len(rdatas), 0, 0) + question
+        for rd in rdatas:
+            out += struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(rd)) + rd
+        return out
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                a = self._answer(q)
+            except Exception:  # noqa: BLE001 — a bad query gets no answer
+                a = None
+            if a:
+                try:
+                    self.sock.sendto(a, peer)
+                except OSError:
+                    pass
+
+    def resolv_conf(self):
+        return f"nameserver {self.addr}\noptions timeout:1 attempts:1\n"
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        if self.sock:
+            self.sock.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+
 CHASQUID_CONF = """\
 hostname: "chasquid.peer.test"
 max_data_size_mb: 60
@@ -399,14 +525,30 @@ class ChasquidPeer(Peer):
     Every address listens on 127.0.0.1 (free ports; the default "systemd"
     would need socket activation). It accepts mail for peer.example for the
     users listed in DIR/etc/domains/peer.example/users (plain passwords,
-    never used) and hands each copy to DIR/mda.sh, which stores it."""
+    never used) and hands each copy to DIR/mda.sh, which stores it.
+
+    DNS: chasquid checks SPF on every MAIL FROM (no option turns it off),
+    a TXT lookup of the sender's domain through /etc/resolv.conf. Against
+    the host's resolver some of these lookups hang for Go's 5 s timeout,
+    and chasquid's concurrent lookups of one name wait together: every
+    connection stalls for 5 s at a time (measured: 500 messages in 40 s,
+    deliveries in bursts 5 s apart; with a resolver that does not answer,
+    50 messages took 37 s). So chasquid runs in a private mount namespace
+    (unshare -m) where DIR/resolv.conf, naming a StubDns, is bind-mounted
+    on /etc/resolv.conf; the host's file is never written. spf: {domain:
+    TXT record} the stub serves (default: origin.example, the matrix's
+    sender domain, "v=spf1 ip4:127.0.0.0/8 -all", so SPF passes); every
+    other name is NXDOMAIN at once."""
     name = "chasquid"
 
-    def __init__(self, users, port=None, keep=False):
-        super().__init__(port, keep)
+    def __init__(self, users, port=None, keep=False, spf=None):
         self.bin = PEERS / "chasquid" / "usr" / "bin" / "chasquid"
         if not os.access(self.bin, os.X_OK):
             raise PeerError(f"{self.bin} missing: run scripts/interop-deps.sh")
+        super().__init__(port, keep)
+        if spf is None:
+            spf = {"origin.example": "v=spf1 ip4:127.0.0.0/8 -all"}
+        self.dns = StubDns({(d, StubDns.TXT): [StubDns.txt(t)] for d, t in spf.items()})
         etc = self.dir / "etc"
         cert = etc / "certs" / "chasquid.peer.test"
         cert.mkdir(parents=True)
@@ -428,7 +570,23 @@ class ChasquidPeer(Peer):
         self.etc = etc
 
     def cmd(self):
-        return [str(self.bin), "-config_dir", str(self.etc), "-logtime"]
+        inner = (f"mount --make-rprivate / && mount --bind {self.dir}/resolv.conf /etc/resolv.conf"
+                 f" && exec {self.bin} -config_dir {self.etc} -logtime {self.verbose}")
+        return ["unshare", "-m", "sh", "-c", inner]
+
+    verbose = os.environ.get("INTEROP_CHASQUID_V", "")   # e.g. "-v=2": protocol trace
+
+    def start(self, timeout=20):
+        if not os.path.exists("/etc/resolv.conf"):
+            raise PeerError("/etc/resolv.conf missing: chasquid's private one is "
+                            "bind-mounted over it")
+        self.dns.start()
+        (self.dir / "resolv.conf").write_text(self.dns.resolv_conf())
+        return super().start(timeout)
+
+    def stop(self):
+        super().stop()
+        self.dns.stop()
 
     def log_lines(self):
         out = []
