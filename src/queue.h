@@ -81,6 +81,8 @@ struct dest {
 	unsigned connecting;       /* lookups + connects in progress */
 	int proven;                /* a server greeted us since the last
 	                              connection failure: connect in parallel */
+	int no_chain;              /* learned: its server loses commands
+	                              pipelined after the end of data */
 	uint64_t backoff_until;    /* ms: no new connection before */
 	unsigned failures;         /* consecutive connection failures */
 	char *last_error;

@@ -121,6 +121,8 @@ struct mta_tx {
 	size_t nsent;         /* recipients sent (RCPTMAX may cap) */
 	size_t naccepted;
 	int content_done;     /* "." or BDAT LAST written */
+	int chained;          /* MAIL sent behind an end of data ("." of
+	                         DATA) whose reply had not come yet */
 	int finished;
 	unsigned seq;
 	uint64_t start_ms;
@@ -452,6 +454,7 @@ tx_start(struct mta_conn *c, struct delivery *dlv)
 		goto oom_tx;
 	}
 	tx->size = env->content_size;
+	tx->chained = c->pipelining && !c->chunking && c->txs != NULL;
 	tx->seq = ++c->msgs;
 	tx->start_ms = util_now_ms();
 	if (c->txs_tail)
@@ -628,6 +631,33 @@ conn_free(struct mta_conn *c)
 }
 
 /*
+ * Some servers (chasquid 1.11) drop the commands a client pipelines right
+ * behind the end of data, though RFC 2920 3.1 allows it and 3.2 forbids a
+ * server to lose its input buffer: they answer the "." and never the MAIL
+ * that followed, until their timeout closes the connection. If a
+ * connection fails while the oldest command waiting for its reply is such
+ * a chained MAIL, the destination stops chaining (as chain_after_data =
+ * no would) for as long as it is known; the work is re-queued and goes out
+ * on the next connection one round trip later per message, instead of
+ * stalling each connection for the server's timeout.
+ */
+static void
+learn_no_chain(struct mta_conn *c)
+{
+	struct expect e;
+
+	if (c->exp_len == 0 || c->d->no_chain)
+		return;
+	e = c->exp[c->exp_head];
+	if (e.kind != RK_MAIL || e.tx == NULL || !e.tx->chained)
+		return;
+	c->d->no_chain = 1;
+	log_info("R=%s H=%s [%s]: the server did not answer a MAIL pipelined "
+	    "after the end of data; not chaining transactions to it from now "
+	    "on (as chain_after_data = no)", c->d->key, conn_host(c), c->ip);
+}
+
+/*
  * End the connection: every transaction without its final reply is
  * re-queued (recipients with their own RCPT verdict keep it), the io goes,
  * the destination hears about it. Memory is freed by the entry point.
@@ -640,6 +670,8 @@ conn_close(struct mta_conn *c, int failed, const char *reason)
 
 	if (c->state == C_DEAD)
 		return;
+	if (failed)
+		learn_no_chain(c);
 	log_info("C=%u H=%s [%s]:%d closed%s%s (%u messages)", c->id,
 	    c->hops.nhosts ? conn_host(c) : "-", c->ip, c->port,
 	    reason ? ": " : "", reason ? reason : "", c->msgs);
@@ -1196,7 +1228,8 @@ mta_conn_has_room(const struct mta_conn *c)
 		for (const struct mta_tx *t = c->txs; t; t = t->next)
 			if (!t->content_done)
 				return 0;
-		return c->ntx < (c->conf->chain_after_data ? 2u : 1u);
+		return c->ntx < (c->conf->chain_after_data && !c->d->no_chain ?
+		    2u : 1u);
 	}
 	return c->ntx == 0;
 }

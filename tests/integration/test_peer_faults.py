@@ -576,3 +576,27 @@ def test_reply_trickled_byte_by_byte(petrel_factory, peer_factory, chunking, tls
     assert all(conn_of(dl, m) == {"1"} for m in msgs)
     assert all(bool(d["tls"]) == tls for d in dl)
     assert not log_grep(p, r"malformed|protocol error|timeout"), tail(p)
+
+
+# --------------------------------------------------------------------------
+# a server that loses commands pipelined behind the end of data (chasquid)
+
+
+def test_server_losing_commands_after_dot_is_learned(petrel_factory, peer_factory):
+    """Like chasquid 1.11: the server answers the final "." and discards
+    the MAIL/RCPT/DATA Petrel pipelined right behind it. Connection 1 times
+    out waiting for that MAIL's reply; Petrel then stops chaining to the
+    destination (logged once), and every later connection waits for the
+    reply to "." before the next MAIL, so the server loses nothing more:
+    everything is delivered exactly once, with at most one timeout."""
+    peer = peer_factory(chunking=False, drop_after_dot=True)
+    p = petrel_to(petrel_factory, peer, dest=FAST, start=False)
+    msgs = make_msgs("dropdot", 6)
+    preload(p, msgs)
+    dl = settle(p, peer, msgs, timeout=30)
+    learned = log_grep(p, r"did not answer a MAIL pipelined after the end of data")
+    assert len(learned) == 1, tail(p)
+    assert "timeout" in closed_line(p, 1)
+    timeouts = log_grep(p, r"closed: timeout")
+    assert len(timeouts) == 1, "\n".join(timeouts)
+    assert all(d["L"] for d in dl)        # still pipelining MAIL/RCPT/DATA

@@ -54,7 +54,9 @@ Server options: chunking, pipelining, starttls (advertised or not),
 trickle (seconds between single-byte sends: every reply split at every
 byte), reply_gap (write each reply on its own and pause this long after
 it, instead of one write per batch), reject_rcpt (regex: RCPT answered
-550 5.1.1).
+550 5.1.1), drop_after_dot (after the reply to DATA's final ".", discard
+what the client sent behind it, as chasquid 1.11 does: commands pipelined
+after the end of data are lost and never answered).
 
 Session.plain_after_starttls (and PeerScript.errors_client) records a
 client that sent anything but a TLS handshake record after our 220 to
@@ -456,6 +458,9 @@ class Session:
                                 self.rcpts):
                     self.read_data()
                     self.reply("END", self.store("DATA"), self.rcpts)
+                    if self.peer.drop_after_dot:
+                        self.flush()
+                        self.buf = b""  # chasquid 1.11: input after "." lost
                     self.tx_reset()
             elif verb == b"BDAT" and self.peer.chunking:
                 m = re.fullmatch(rb"(\d{1,9})( +LAST)?", arg.strip(), re.I)
@@ -528,8 +533,9 @@ class PeerScript:
 
     def __init__(self, rules=None, chunking=True, pipelining=True, starttls=True,
                  trickle=0.0, reply_gap=0.0, reject_rcpt=None, max_conns=200,
-                 max_conn_time=40.0):
+                 max_conn_time=40.0, drop_after_dot=False):
         self.rules = rules or {}
+        self.drop_after_dot = drop_after_dot
         self.chunking = chunking
         self.pipelining = pipelining
         self.starttls = starttls
