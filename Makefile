@@ -42,14 +42,18 @@ fuzz:
 check-banned:
 	@scripts/check-banned.sh
 
-# Outbound delivery, Petrel side by side with Postfix and Exim (private
-# instances) through the delay proxy; writes docs/bench/results.md and a plot.
+# Petrel side by side with Postfix and Exim (private loopback instances):
+# inbound (smtp-source, 1/20/100 sessions, fsync before 250) and outbound
+# delivery of 1 KB and 100 KB messages through the delay proxy; writes
+# docs/bench/results.md (ratios, targets), results.json and two plots.
+# About 6-8 minutes.
 bench: build
 	scripts/interop-deps.sh
 	/usr/bin/python3 bench/compare.py
 
 # Interoperability matrix with real MTAs (private loopback instances);
-# writes docs/interop.md. Not part of `make test` yet (issue 7 is open).
+# writes docs/interop.md. `make test` runs the same matrix as its interop
+# stage (scripts/run-tests.sh, table to a temporary file; INTEROP=0 skips it).
 interop: build
 	scripts/interop-deps.sh
 	/usr/bin/python3 tests/interop/run_interop.py --messages $${INTEROP_MESSAGES:-500}

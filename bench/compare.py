@@ -1,26 +1,35 @@
 #!/usr/bin/python3
-"""Outbound delivery: Petrel side by side with Postfix and Exim (issue 5).
+"""Petrel side by side with Postfix and Exim, outbound and inbound (issue 5).
 
     bench/compare.py [--messages 500] [--size 1024] [--rtt 0,10,50]
+                     [--large-size 102400] [--large-rtt 10,50]
                      [--mta petrel,postfix,exim] [--data-rtt 10]
+                     [--sessions 1,20,100,20d] [--inbound-messages 2000]
                      [--out docs/bench] [--json FILE] [--timeout 600]
 
-For each MTA and each RTT: tests/tools/smtp_sink.py (STARTTLS, CHUNKING,
-PIPELINING) behind tests/tools/delay_proxy.py (RTT/2 each way); N messages
-queued in the MTA while delivery is held; delivery released; timed until
-the sink has N messages. With --data-rtt MS one more run per MTA goes to a
-sink without CHUNKING (PIPELINING + DATA only). Settings of each MTA:
-docs/bench/SETTINGS.md. Writes OUT/results.md, OUT/results.json and, if
-gnuplot is installed, OUT/msgs_per_s_vs_rtt.png.
+Inbound (bench/inbound_bench.py, run first): smtp-source with 1, 20 and 100
+parallel sessions into each MTA queueing durably and delivering nothing;
+messages/s accepted, CPU seconds, peak memory; repeated and interleaved,
+the median run reported.
 
+Outbound, for each MTA and each RTT: tests/tools/smtp_sink.py (STARTTLS,
+CHUNKING, PIPELINING) behind tests/tools/delay_proxy.py (RTT/2 each way); N
+messages queued in the MTA while delivery is held; delivery released; timed
+until the sink has N messages. --large-size: the same with messages of that
+size at the --large-rtt points. With --data-rtt MS one more run per MTA goes
+to a sink without CHUNKING (PIPELINING + DATA only).
+
+Settings of each MTA: docs/bench/SETTINGS.md. Writes OUT/results.md (with a
+Targets section), OUT/results.json and, if gnuplot is installed,
+OUT/msgs_per_s_vs_rtt.png and OUT/inbound_msgs_per_s_vs_sessions.png.
 CPU seconds and peak memory are taken from /proc for the MTA's own
-processes during the delivery phase only (see peers_bench.py, "Accounting").
-A benchmark: it asserts nothing.
+processes (see peers_bench.py, "Accounting"). A benchmark: it asserts
+nothing (the exit status is 1 only when a run failed to run).
 """
 import argparse
 import json
 import os
-import shutil
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -32,6 +41,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 from smtp_sink import SinkProcess  # noqa: E402
 import peers_bench  # noqa: E402
+import inbound_bench  # noqa: E402
+from report import fmt, md_table, plot_lines, ratio  # noqa: E402
 
 
 MTAS = {"petrel": peers_bench.PetrelBench,
@@ -54,6 +65,7 @@ def run_one(mta, n, size, rtt_ms, mode, timeout):
             peers_bench.inject(m.port, n, size)
             m.wait_queued(n)
             acct = peers_bench.Accounting()
+            load1 = os.getloadavg()[0]
             t0 = time.monotonic()
             m.release(acct)
             deadline = t0 + timeout
@@ -77,6 +89,7 @@ def run_one(mta, n, size, rtt_ms, mode, timeout):
             acct.sample(m.session_ids())
             m.finish(acct)     # Exim: the queue runner's own rusage
             notes = m.notes()
+            version = m.version()   # before stop(): Exim's binary is in its directory
         finally:
             m.stop()
         time.sleep(0.1)
@@ -88,9 +101,9 @@ def run_one(mta, n, size, rtt_ms, mode, timeout):
     conns = st.get("connections", 0) or 1
     wall = t1 - t0
     return {
-        "mta": mta, "version": m.version(),
+        "mta": mta, "version": version,
         "server": "CHUNKING+PIPELINING" if mode == "chunking" else "PIPELINING (DATA)",
-        "messages": msgs, "size": size, "rtt_ms": rtt_ms,
+        "sent": n, "messages": msgs, "size": size, "rtt_ms": rtt_ms,
         "wall_s": round(wall, 3),
         "msgs_per_s": round(msgs / wall, 1) if wall > 0 else None,
         "connections": st.get("connections"),
@@ -106,21 +119,141 @@ def run_one(mta, n, size, rtt_ms, mode, timeout):
         "processes_seen": len(acct.seen),
         "complete": msgs >= n,
         "notes": notes,
+        "load1": round(load1, 1),
     }
 
 
-def fmt(v):
-    return "–" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+def size_label(n):
+    return f"{n // 1024} KB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
 
 
-def ratio(a, b, better_low=False):
-    if a in (None, 0) or b in (None, 0):
-        return "–"
-    return f"{a / b:.2f}"
+def tree_state():
+    """The commit the figures come from, and whether the tree had changes."""
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src",
+                                "meson.build"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + (" with uncommitted changes in src/" if dirty else "")
 
 
-def write_markdown(path, results, args):
-    cols = [("mta", "MTA"), ("server", "server"), ("rtt_ms", "RTT ms"),
+def peak_row(rows, key):
+    rows = [r for r in rows if r.get(key)]
+    return max(rows, key=lambda r: r[key]) if rows else None
+
+
+# --------------------------------------------------------------------------
+# Summary and targets
+
+def pick(results, mta, size, rtt, server="CHUNKING+PIPELINING"):
+    for r in results:
+        if (r["mta"], r["size"], r["rtt_ms"], r["server"]) == (mta, size, rtt, server):
+            return r
+    return None
+
+
+def pick_in(inbound, mta, sessions, conn="per message"):
+    for r in inbound:
+        if (r["mta"], r["sessions"], r["connections"]) == (mta, sessions, conn):
+            return r
+    return None
+
+
+def summary(results, inbound, mtas):
+    peers = [m for m in mtas if m != "petrel"]
+    head = ["", *mtas] + [f"Petrel / {m.capitalize()}" for m in peers]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(label, rows, key, digits="g"):
+        vals = [rows.get(m, {}).get(key) if rows.get(m) else None for m in mtas]
+        p = rows.get("petrel", {}).get(key) if rows.get("petrel") else None
+        rs = [ratio(p, rows[m].get(key)) if rows.get(m) else "–" for m in peers]
+        out.append("| " + " | ".join([label, *[fmt(v) for v in vals], *rs]) + " |")
+
+    for size in sorted({r["size"] for r in results}):
+        for rtt in sorted({r["rtt_ms"] for r in results if r["size"] == size}, reverse=True)[:1]:
+            rows = {m: pick(results, m, size, rtt) for m in mtas}
+            if not any(rows.values()):
+                continue
+            tag = f"outbound {size_label(size)}, RTT {rtt:g} ms"
+            row(f"{tag}: msg/s", rows, "msgs_per_s")
+            row(f"{tag}: connections", rows, "connections")
+            row(f"{tag}: TLS handshakes", rows, "tls_handshakes")
+            row(f"{tag}: CPU s", rows, "cpu_s")
+    for sess in (20, 100, 1):
+        rows = {m: pick_in(inbound, m, sess) for m in mtas}
+        if any(rows.values()):
+            tag = f"inbound {sess} session{'s' if sess > 1 else ''}"
+            row(f"{tag}: msg/s (median)", rows, "msgs_per_s")
+            row(f"{tag}: CPU ms/msg", rows, "cpu_ms_per_msg")
+    return out
+
+
+def targets(results, inbound, runs):
+    """The issue's three targets, each met / not met with its numbers."""
+    out = []
+    for size in sorted({r["size"] for r in results}):
+        p = pick(results, "petrel", size, 50.0)
+        peers = [r for r in results if r["mta"] != "petrel" and r["size"] == size
+                 and r["rtt_ms"] == 50.0 and r["server"] == "CHUNKING+PIPELINING"]
+        if not p or not peers:
+            continue
+        best = max(peers, key=lambda r: r["msgs_per_s"] or 0)
+        x = (p["msgs_per_s"] or 0) / best["msgs_per_s"] if best["msgs_per_s"] else 0
+        conns_ok = (p["connections"] or 0) <= (best["connections"] or 0)
+        met = x >= 5 and conns_ok and p.get("complete")
+        others = ", ".join(f"{r['mta']} {r['msgs_per_s']:g} msg/s over {r['connections']}"
+                           for r in peers)
+        out.append(
+            f"- **Outbound, {size_label(size)}, one destination, RTT 50 ms: Petrel >= 5x the "
+            f"faster peer with no more connections — {'met' if met else 'not met'}.** Petrel "
+            f"{p['msgs_per_s']:g} msg/s over {p['connections']} connections; the faster peer is "
+            f"{best['mta']} ({best['msgs_per_s']:g} msg/s over {best['connections']} "
+            f"connections): **{x:.2f}x** (target 5x"
+            + ("" if x >= 5 else f", short by {100 * (1 - x / 5):.0f}%") + "); connections "
+            + ("no more" if conns_ok else "more") + f" than {best['mta']}'s. Peers: {others}."
+            + (" (Exim opens fewer connections than Petrel; the target names the faster "
+               "peer.)" if any(r["mta"] == "exim" and (r["connections"] or 0) <
+                               (p["connections"] or 0) for r in peers) else "")
+            + ("" if met else " What bounds Petrel here was not profiled (the profile "
+               "covers the inbound path); its sink-side figures: "
+               f"{p['warm_turns_per_message']} round trips per message on a warm connection, "
+               f"{p['msgs_per_connection']} messages per connection, {p['cpu_s']} CPU s."))
+    prow = [r for r in results if r["mta"] == "petrel"]
+    if prow:
+        bad = [r for r in prow if r["tls_handshakes"] != r["connections"]]
+        desc = "; ".join(f"{size_label(r['size'])} {r['server']} {r['rtt_ms']:g} ms: "
+                         f"{r['tls_handshakes']} handshakes ({r['tls_resumed']} resumed) / "
+                         f"{r['connections']} connections" for r in prow)
+        out.append(f"- **One TLS handshake per connection for Petrel at every RTT — "
+                   f"{'met' if not bad else 'not met'}.** {desc}.")
+    p, pf = pick_in(inbound, "petrel", 20), pick_in(inbound, "postfix", 20)
+    if p and pf:
+        x = p["msgs_per_s"] / pf["msgs_per_s"]
+        pr = [r["msgs_per_s"] for r in runs if r["mta"] == "petrel" and r["sessions"] == 20
+              and r["connections"] == "per message"]
+        fr = [r["msgs_per_s"] for r in runs if r["mta"] == "postfix" and r["sessions"] == 20
+              and r["connections"] == "per message"]
+        spread = (f" Over the {len(pr)} and {len(fr)} runs the ratio lies between "
+                  f"{min(pr) / max(fr):.2f} (Petrel's slowest / Postfix's fastest) and "
+                  f"{max(pr) / min(fr):.2f}." if len(pr) > 1 and len(fr) > 1 else "")
+        met = x >= 1.5
+        out.append(
+            f"- **Inbound, 20 sessions: Petrel >= 1.5x Postfix, both with fsync before 250 — "
+            f"{'met' if met else 'not met'}"
+            + (" on the medians" if met and spread else "") + f".** Petrel "
+            f"{p['msgs_per_s']:g} msg/s, Postfix {pf['msgs_per_s']:g} msg/s (medians): "
+            f"**{x:.2f}x**" + ("" if met else f" (short of 1.5x by {100 * (1 - x / 1.5):.0f}%)")
+            + "." + spread + " What bounds Petrel's receiving path here: "
+            "[PROFILE-inbound.md](PROFILE-inbound.md).")
+    return out
+
+
+# --------------------------------------------------------------------------
+OUT_COLS = [("mta", "MTA"), ("size", "size B"), ("server", "server"), ("rtt_ms", "RTT ms"),
             ("messages", "msgs"), ("wall_s", "wall s"), ("msgs_per_s", "msg/s"),
             ("connections", "conns"), ("tls_handshakes", "TLS hs"),
             ("tls_resumed", "resumed"), ("turns_per_message", "RT/msg"),
@@ -128,37 +261,45 @@ def write_markdown(path, results, args):
             ("msgs_per_connection", "msgs/conn"), ("cpu_s", "CPU s"),
             ("peak_rss_kib", "peak RSS KiB (largest proc)"),
             ("peak_total_rss_kib", "peak Pss KiB (all procs)")]
-    out = ["# Outbound delivery: Petrel, Postfix, Exim", "",
-           f"Generated by `bench/compare.py --messages {args.messages} --size {args.size} "
-           f"--rtt {args.rtt} --mta {args.mta} --data-rtt {args.data_rtt}` on "
-           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, host `{os.uname().nodename}`, "
-           f"{os.cpu_count()} CPUs, loopback only.", "",
-           "N messages of the given size to one destination, queued while delivery was held, "
-           "then released; timed until the receiving sink (tests/tools/smtp_sink.py, STARTTLS) "
-           "had all N. The sink sits behind tests/tools/delay_proxy.py adding RTT/2 each way. "
-           "Settings of each MTA: [SETTINGS.md](SETTINGS.md). RT/msg = the sink's turns per "
-           "message (a turn: the server replied, then had to wait for the client); warm RT/msg "
-           "excludes connection setup. CPU s: user+system seconds of the MTA's processes during "
-           "the delivery phase; peak RSS: see SETTINGS.md, \"Accounting\".", "",
-           "## Figures", "",
-           "| " + " | ".join(h for _, h in cols) + " |",
-           "|" + "---|" * len(cols)]
+
+
+def write_markdown(path, d, args):
+    results, inbound = d["results"], d.get("inbound", [])
+    runs, checks = d.get("inbound_runs", []), d.get("sync_checks", [])
+    mtas = [m for m in args.mta.split(",") if m]
+    meta = d.get("meta", {})
+    out = ["# Petrel, Postfix, Exim: outbound delivery and inbound acceptance", "",
+           f"Generated by `{meta.get('command', 'bench/compare.py')}` on "
+           f"{meta.get('date', '?')}, host `{meta.get('host', '?')}`, {meta.get('cpus', '?')} "
+           f"CPUs (shared with other work: load average {meta.get('load1', '?')} at the "
+           f"start), loopback only; Petrel built from {meta.get('tree', '?')}; "
+           f"{meta.get('minutes', '?')} minutes. Settings of each MTA: "
+           "[SETTINGS.md](SETTINGS.md).", "",
+           "## Summary", ""] + summary(results, inbound, mtas) + [
+           "", "Ratios above 1 for msg/s mean Petrel is faster; below 1 for connections, "
+           "handshakes and CPU mean Petrel uses less.", "",
+           "![outbound msg/s against RTT](msgs_per_s_vs_rtt.png)", "",
+           "![inbound msg/s against sessions](inbound_msgs_per_s_vs_sessions.png)", "",
+           "## Targets (issue 5)", ""] + targets(results, inbound, runs)
+    out += ["", "## Outbound", "",
+            "N messages of the given size to one destination, queued while delivery was held, "
+            "then released; timed until the receiving sink (tests/tools/smtp_sink.py, STARTTLS) "
+            "had all N. The sink sits behind tests/tools/delay_proxy.py adding RTT/2 each way. "
+            "RT/msg = the sink's turns per message (a turn: the server replied, then had to "
+            "wait for the client); warm RT/msg excludes connection setup. CPU s: user+system "
+            "seconds of the MTA's processes during the delivery phase; peak RSS: see "
+            "SETTINGS.md, \"Accounting\".", "", "### Figures", ""] + md_table(OUT_COLS, results)
+    out += ["", "### Ratios Petrel / peer (outbound)", "",
+            "Same size, server and RTT. msg/s: above 1 means Petrel is faster. wall s, conns, "
+            "TLS hs, RT/msg, CPU s, RSS: below 1 means Petrel uses less.", "",
+            "| peer | size B | server | RTT ms | wall s | msg/s | conns | TLS hs | RT/msg | "
+            "CPU s | peak RSS (largest) | peak Pss (all) |", "|" + "---|" * 12]
     for r in results:
-        out.append("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |")
-    out += ["", "## Ratios Petrel / peer", "",
-            "Same server and RTT. msg/s: above 1 means Petrel is faster. wall s, conns, TLS hs, "
-            "RT/msg, CPU s, RSS: below 1 means Petrel uses less.", "",
-            "| peer | server | RTT ms | wall s | msg/s | conns | TLS hs | RT/msg | CPU s | "
-            "peak RSS (largest) | peak Pss (all) |", "|" + "---|" * 11]
-    by = {(r["mta"], r["server"], r["rtt_ms"]): r for r in results}
-    for r in results:
-        if r["mta"] == "petrel":
-            continue
-        p = by.get(("petrel", r["server"], r["rtt_ms"]))
-        if not p:
+        p = pick(results, "petrel", r["size"], r["rtt_ms"], r["server"])
+        if r["mta"] == "petrel" or not p:
             continue
         out.append("| " + " | ".join([
-            r["mta"], r["server"], fmt(r["rtt_ms"]),
+            r["mta"], str(r["size"]), r["server"], fmt(r["rtt_ms"]),
             ratio(p["wall_s"], r["wall_s"]), ratio(p["msgs_per_s"], r["msgs_per_s"]),
             ratio(p["connections"], r["connections"]),
             ratio(p["tls_handshakes"], r["tls_handshakes"]),
@@ -168,15 +309,41 @@ def write_markdown(path, results, args):
             ratio(p["peak_total_rss_kib"], r["peak_total_rss_kib"])]) + " |")
     incomplete = [r for r in results if not r.get("complete")]
     if incomplete:
-        out += ["", "**Incomplete runs** (sink had fewer than N messages at the time limit): "
-                + ", ".join(f"{r['mta']} {r['server']} {r['rtt_ms']} ms" for r in incomplete)]
-    errors = getattr(args, "errors", [])
+        out += ["", "**Incomplete runs** (the sink had fewer than N messages when the MTA "
+                "stopped delivering or at the time limit): "
+                + "; ".join(f"{r['mta']} {r['size']} B {r['server']} {r['rtt_ms']:g} ms: "
+                            f"{r['messages']} delivered" + (f" ({r['notes']})" if r.get("notes")
+                                                            else "")
+                            for r in incomplete)]
+    if inbound or runs:
+        n20 = next((r["sent"] for r in inbound if r["sessions"] != 1), "N")
+        n1 = next((r["sent"] for r in inbound if r["sessions"] == 1), "N")
+        out += ["", "## Inbound", "",
+                f"`smtp-source -s SESSIONS -m N -l {inbound[0]['size'] if inbound else 1024}` "
+                f"(Postfix's load generator: N = {n20}, {n1} with 1 session; {inbound[0]['size'] if inbound else 1024} "
+                "bytes of payload plus ~150 bytes of headers; HELO, one recipient, "
+                "lock-step, no TLS) into a fresh instance of each MTA that queues durably and "
+                "delivers nothing (SETTINGS.md, \"Inbound\"). Timed from the start of "
+                "smtp-source until it has exited and all N messages are in the queue. "
+                "`per message`: a new connection for every message (smtp-source's default, "
+                "QUIT after each); `per session (-d)`: every message of a session down one "
+                "connection. Each row is the run with the median msg/s of `runs` "
+                "repetitions (MTAs interleaved), all its figures from that run; `msg/s range` "
+                "is the slowest and fastest run. CPU s: user+system seconds of the MTA's "
+                "processes (their session) from the start of smtp-source to the end, "
+                "reaped workers included; peak memory as for outbound, sampled every 50 ms.",
+                ""] + inbound_bench.markdown(inbound, checks)
+    errors = d.get("errors", [])
     if errors:
         out += ["", "## Runs that failed", ""] + [f"- {e}" for e in errors]
     out += ["", "## Reading these figures", "",
-            "- One run per row, not averaged; 2 CPUs shared by the MTA, the sink, the proxy and "
-            "the sampler. The sink writes its stats at most every 20 ms and is polled every "
-            "10 ms: wall times below ~0.3 s carry up to ~30 ms of error (Petrel at RTT 0).",
+            "- The machine is a 2-CPU VM shared with other work (other engineers' builds and "
+            "tests ran at the same time; see the load average above and `load1` per run in "
+            "results.json). Absolute figures move by tens of percent from run to run; compare "
+            "ratios, and the inbound ranges.",
+            "- Outbound: one run per row, not averaged. The sink writes its stats at most "
+            "every 20 ms and is polled every 10 ms: wall times below ~0.3 s carry up to ~30 ms "
+            "of error (Petrel at RTT 0).",
             "- Postfix 3.7's SMTP client has no CHUNKING (BDAT): it sends DATA to both servers, "
             "so its two server rows differ by noise only. It delivers over up to 20 parallel "
             "connections (default concurrency) and reuses cached TLS connections through "
@@ -189,42 +356,41 @@ def write_markdown(path, results, args):
             "time (not profiled).",
             "- Petrel opens a few parallel connections and chains pipelined BDAT transactions "
             "(below one round trip per message on a warm connection).",
-            "- The delay proxy is tests/tools/delay_proxy.py with a race fixed (SETTINGS.md); "
-            "without the fix Postfix's runs did not complete."]
-    versions = sorted({(r["mta"], r["version"]) for r in results})
+            "- Inbound, Exim with one message per connection: after QUIT, Exim 4.96 waits up to "
+            "200 ms for the client to close first (seen with strace: `poll(..., 200)` between "
+            "reading QUIT and writing the 221; compiled in, no option turns it off). "
+            "smtp-source waits for the 221, so every Exim connection lasts at least 200 ms: "
+            "at most 5 messages/s per session (1 session: ~4.9 msg/s, 20 sessions: ~90). "
+            "An MTA client that does not wait for the 221 (Postfix's smtp client by default) "
+            "does not pay it; the `per session (-d)` row shows Exim without it. Runs that "
+            "took more than 10 s (these Exim runs) are not repeated.",
+            "- Inbound, the file system: the spools live under /tmp on the VM's ext4 "
+            "(mounted without a journal). Creating a file there was the largest single cost "
+            "of Petrel's receiving path in the profiles (PROFILE-inbound.md) and varies with "
+            "how many files were deleted in the minutes before (the previous runs' spools), "
+            "which is much of the run-to-run spread."]
+    versions = sorted({(r["mta"], r["version"]) for r in results + inbound})
     out += ["", "Versions: " + ", ".join(f"{a} {b}" for a, b in versions), ""]
     with open(path, "w") as f:
         f.write("\n".join(out))
 
 
 def plot(outdir, results):
-    gp = shutil.which("gnuplot")
-    if not gp:
-        print("gnuplot not installed: no plot", file=sys.stderr)
-        return None
-    work = tempfile.mkdtemp(prefix="petrel-plot-")
-    series = []
-    for mta in MTAS:
-        rows = sorted((r["rtt_ms"], r["msgs_per_s"]) for r in results
-                      if r["mta"] == mta and r["server"] == "CHUNKING+PIPELINING"
-                      and r["msgs_per_s"])
-        if rows:
-            dat = os.path.join(work, f"{mta}.dat")
-            with open(dat, "w") as f:
-                f.writelines(f"{a} {b}\n" for a, b in rows)
-            series.append(f"'{dat}' using 1:2 with linespoints lw 2 title '{mta}'")
-    if not series:
-        return None
-    png = os.path.join(outdir, "msgs_per_s_vs_rtt.png")
-    n = results[0]["messages"]
-    script = (f"set terminal png size 800,500\nset output '{png}'\n"
-              f"set title 'Outbound: {n} x {results[0]['size']} B messages, one destination, STARTTLS'\n"
-              "set xlabel 'round trip time (ms)'\nset ylabel 'messages per second'\n"
-              "set logscale y\nset grid\nset key top right\n"
-              "plot " + ", ".join(series) + "\n")
-    subprocess.run([gp], input=script.encode(), check=True, timeout=60)
-    shutil.rmtree(work, ignore_errors=True)
-    return png
+    """Outbound msg/s against RTT: one line per MTA and size (colour per
+    MTA, dashes per size)."""
+    sizes = sorted({r["size"] for r in results})
+    series = [(f"{mta} {size_label(size)}", f"lw 2 lc {i + 1} dt {j + 1} pt {i + 4}",
+               [(r["rtt_ms"], r["msgs_per_s"]) for r in results
+                if r["mta"] == mta and r["size"] == size
+                and r["server"] == "CHUNKING+PIPELINING" and r["msgs_per_s"]])
+              for i, mta in enumerate(MTAS) for j, size in enumerate(sizes)]
+    return plot_lines(
+        os.path.join(outdir, "msgs_per_s_vs_rtt.png"),
+        "Outbound: " + " and ".join(
+            f"{max(r.get('sent', r['messages']) for r in results if r['size'] == s)} x "
+            f"{size_label(s)}" for s in sizes) + ", one destination, STARTTLS",
+        "round trip time (ms)", "messages per second", series,
+        "set logscale y\nset key outside right top", size="900,500")
 
 
 def main():
@@ -232,46 +398,83 @@ def main():
     ap.add_argument("--messages", type=int, default=500)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--rtt", default="0,10,50", help="RTTs in ms, comma separated")
+    ap.add_argument("--large-size", type=int, default=102400,
+                    help="a second message size for outbound, at --large-rtt")
+    ap.add_argument("--large-rtt", default="10,50",
+                    help="RTTs (ms) for --large-size; '' for none")
+    ap.add_argument("--large-messages", type=int, default=200,
+                    help="N for --large-size (Exim needs ~0.13 s per 100 KB message at 50 ms)")
     ap.add_argument("--mta", default="petrel,postfix,exim")
     ap.add_argument("--data-rtt", default="10",
                     help="RTT (ms) of the extra run to a server without CHUNKING; '' for none")
+    ap.add_argument("--sessions", default="1,20x5,100,20dx1",
+                    help="inbound: parallel smtp-source sessions, a trailing d = one connection "
+                         "per session (-d), xR = R repetitions of that row (the 20-session "
+                         "row carries a target); '' for no inbound runs")
+    ap.add_argument("--inbound-messages", type=int, default=2000)
+    ap.add_argument("--inbound-messages-single", type=int, default=100,
+                    help="inbound N with 1 session")
+    ap.add_argument("--inbound-size", type=int, default=1024, help="smtp-source -l")
+    ap.add_argument("--inbound-repeat", type=int, default=3)
+    ap.add_argument("--no-sync-check", action="store_true",
+                    help="skip the strace check of fsync before 250")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
     ap.add_argument("--json")
     ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--from-json", help="only rewrite results.md and the plot from a results.json")
+    ap.add_argument("--from-json", help="only rewrite results.md and the plots from a results.json")
     a = ap.parse_args()
     if a.from_json:
         with open(a.from_json) as f:
             d = json.load(f)
-        a.errors = d.get("errors", [])
-        write_markdown(os.path.join(a.out, "results.md"), d["results"], a)
-        plot(a.out, d["results"])
+        write_markdown(os.path.join(a.out, "results.md"), d, a)
+        if d["results"]:
+            plot(a.out, d["results"])
+        inbound_bench.plot(a.out, d.get("inbound", []))
         return 0
-    runs = [(float(r), "chunking") for r in a.rtt.split(",") if r]
+    start = time.monotonic()
+    mtas = [m for m in a.mta.split(",") if m]
+    meta = {"command": shlex.join(["bench/compare.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "host": os.uname().nodename, "cpus": os.cpu_count(),
+            "load1": round(os.getloadavg()[0], 1), "tree": tree_state()}
+    errors = []
+    inbound, runs, checks = [], [], []
+    if a.sessions:
+        inbound, runs, checks = inbound_bench.run_all(
+            mtas, a.inbound_messages, inbound_bench.parse_sessions(a.sessions), a.inbound_size,
+            min(a.timeout, 300), not a.no_sync_check, errors, a.inbound_messages_single,
+            a.inbound_repeat)
+    plan = [(float(r), "chunking", a.size, a.messages) for r in a.rtt.split(",") if r]
     if a.data_rtt:
-        runs.append((float(a.data_rtt), "data"))
-    results, a.errors = [], []
-    for mta in a.mta.split(","):
-        for rtt, mode in runs:
+        plan.append((float(a.data_rtt), "data", a.size, a.messages))
+    if a.large_size and a.large_rtt:
+        plan += [(float(r), "chunking", a.large_size, a.large_messages)
+                 for r in a.large_rtt.split(",") if r]
+    results = []
+    for mta in mtas:
+        for rtt, mode, size, n in plan:
             try:
-                r = run_one(mta, a.messages, a.size, rtt, mode, a.timeout)
+                r = run_one(mta, n, size, rtt, mode, a.timeout)
             except Exception as e:  # one MTA failing must not hide the others
-                msg = f"{mta} {mode} {rtt:g} ms: {type(e).__name__}: {str(e)[:2000]}"
+                msg = f"{mta} {mode} {size} B {rtt:g} ms: {type(e).__name__}: {str(e)[:2000]}"
                 print(msg, file=sys.stderr, flush=True)
-                a.errors.append(msg.splitlines()[0])
+                errors.append(msg.splitlines()[0])
                 continue
             results.append(r)
             print(json.dumps(r), flush=True)
+    meta["minutes"] = round((time.monotonic() - start) / 60, 1)
+    d = {"meta": meta, "results": results, "inbound": inbound, "inbound_runs": runs,
+         "sync_checks": checks, "errors": errors}
     os.makedirs(a.out, exist_ok=True)
-    write_markdown(os.path.join(a.out, "results.md"), results, a)
+    write_markdown(os.path.join(a.out, "results.md"), d, a)
     with open(a.json or os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"results": results, "errors": a.errors}, f, indent=1)
-    if results:
-        png = plot(a.out, results)
+        json.dump(d, f, indent=1)
+    for png in (plot(a.out, results) if results else None,
+                inbound_bench.plot(a.out, inbound)):
         if png:
             print(f"plot: {png}")
     print(f"table: {os.path.join(a.out, 'results.md')}")
-    return 1 if a.errors else 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -272,10 +272,13 @@ def _postfix_instance_class():
 class PostfixBench:
     name = "postfix"
 
-    def __init__(self, route_port):
+    def __init__(self, route_port, main_extra=None):
+        """main_extra: main.cf settings instead of the outbound ones (the
+        best client settings, delivery held by defer_transports)."""
         cls = _postfix_instance_class()
-        extra = dict(POSTFIX_BEST, defer_transports="smtp",
-                     minimal_backoff_time="3600s", maximal_backoff_time="3600s")
+        extra = main_extra if main_extra is not None else dict(
+            POSTFIX_BEST, defer_transports="smtp",
+            minimal_backoff_time="3600s", maximal_backoff_time="3600s")
         self.pf = cls(relayhost=("127.0.0.1", route_port), main_extra=extra)
         self.port = self.pf.port
 
@@ -369,7 +372,8 @@ queue_only = true
 # delivers one host's messages down one connection, see SETTINGS.md)
 remote_max_parallel = 1
 queue_run_max = 1
-smtp_accept_max = 100
+smtp_accept_max = {accept_max}
+smtp_connect_backlog = {backlog}
 smtp_accept_queue_per_connection = 0
 log_selector = +smtp_connection +tls_cipher +millisec +deliver_time
 
@@ -406,12 +410,15 @@ begin rewrite
 class EximBench:
     name = "exim"
 
-    def __init__(self, route_port):
+    def __init__(self, route_port, accept_max=100, backlog=20):
+        """accept_max, backlog: smtp_accept_max and smtp_connect_backlog
+        (20 is Exim's default backlog; the inbound bench raises both)."""
         from peers import EximPeer
         self.peer = EximPeer()
         self.peer.conf.write_text(EXIM_BENCH_CONF.format(
             bin=self.peer.bin, dir=self.peer.dir, port=self.peer.port,
-            route_port=route_port, domain=DOMAIN))
+            route_port=route_port, domain=DOMAIN, accept_max=accept_max,
+            backlog=backlog))
         self.port = self.peer.port
         self.runner = None
 
@@ -460,7 +467,12 @@ class EximBench:
         return r is not None
 
     def notes(self):
-        return ""
+        """Deferrals and failures from Exim's mainlog (why a run stopped
+        short of N)."""
+        bad = [ln for ln in self.peer.log_lines() if " == " in ln or " ** " in ln]
+        if not bad:
+            return ""
+        return f"{len(bad)} delivery attempts deferred or failed, e.g. {bad[0][:160]}"
 
     def finish(self, acct, timeout=60):
         r = self.runner
