@@ -227,3 +227,55 @@ def test_queue_does_not_list_message_in_progress(petrel):
         c.send(b".\r\n")
         qid = expect_queued(c.read_reply())
     assert [e.id for e in petrel.queue_cmd()] == [qid]
+
+
+def test_disk_full_delivery_goes_on(tiny_spool, petrel_factory, tmp_path):
+    """The spool's file system is full: receiving refuses with 452, but mail
+    already queued is still delivered (and removed, which frees space);
+    once space is back the server accepts again by itself, no restart."""
+    from delivery_helpers import SinkProcess, wait_until  # noqa: E402
+    sink = SinkProcess(0, workdir=str(tmp_path / "sink"))
+    sink.start()
+    try:
+        route = f"[destination sink.example]\nroute = 127.0.0.1:{sink.port}\ntls = may\n"
+        p = petrel_factory(top={"spool_dir": str(tiny_spool), "retry_initial": "1s",
+                                "retry_max": "2s"}, extra=route)
+        qids = []
+        with p.session() as c:
+            for i in range(5):
+                qids.append(c.send_message(make_message(subject=f"queued {i}"),
+                                           rcpts=[f"r{i}@sink.example"]))
+        p.stop()
+        # fill the file system to the last block
+        filler = tiny_spool / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        p.top["queue_only"] = "no"
+        p.write_config()
+        p.start()
+        with p.session(timeout=10) as c:   # receiving: full
+            expect(c.mail(), 250, "2.1.0")
+            expect(c.rcpt("x@sink.example"), 250, "2.1.5")
+            expect(c.cmd("DATA"), 354)
+            c.send(_big(200_000) + b".\r\n")
+            expect(c.read_reply(), 452, "4.3.1")
+        # delivering: goes on
+        wait_until(lambda: len(sink.messages()) >= 5, 20, "5 messages at the sink",
+                   lambda: "\n".join(p.log_lines()[-20:]))
+        wait_until(lambda: p.queue_files() == [], 10, "the queue to empty")
+        got = sorted(r for m in sink.messages() for r in m["rcpts"])
+        assert got == [f"r{i}@sink.example" for i in range(5)]
+        # space is back: accepted and delivered, same daemon
+        filler.unlink()
+        with p.session(timeout=10) as c:
+            c.send_message(make_message(subject="after"), rcpts=["late@sink.example"])
+        wait_until(lambda: len(sink.messages()) >= 6, 20, "the 6th message at the sink")
+        assert p.tmp_files() == []
+        p.check_alive()
+    finally:
+        sink.stop()
