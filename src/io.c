@@ -646,6 +646,20 @@ io_peek(struct io *io)
 	return buf_len(&io->in);
 }
 
+/*
+ * Outside an io callback (depth 0: a timer, a spool completion), start the
+ * handshake from the next turn of the loop rather than here: io_after()
+ * may report an error or the drain to the owner, which may free itself
+ * while its caller is still running (a session answering STARTTLS from
+ * its spool completion). Inside a callback, io_after() runs on return.
+ */
+static void
+io_begin_soon(struct io *io)
+{
+	if (io->depth == 0)
+		event_active(io->ev_write, EV_WRITE, 0);
+}
+
 int
 io_starttls(struct io *io, SSL_CTX *ctx)
 {
@@ -654,8 +668,7 @@ io_starttls(struct io *io, SSL_CTX *ctx)
 	buf_reset(&io->in); /* never execute plaintext sent after STARTTLS */
 	io->tls_ctx = ctx;
 	io->tls = TLS_PENDING;
-	if (io->depth == 0)
-		io_after(io);
+	io_begin_soon(io);
 	return 0;
 }
 
@@ -678,8 +691,7 @@ io_starttls_client(struct io *io, SSL_CTX *ctx, const char *servername,
 		io->resume = resume;
 	io->tls_ctx = ctx;
 	io->tls = TLS_PENDING;
-	if (io->depth == 0)
-		io_after(io);
+	io_begin_soon(io);
 	return 0;
 }
 

@@ -647,46 +647,58 @@ dest_hops(struct queue *q, struct dest *d)
 
 /* ---- scheduling --------------------------------------------------------- */
 
+/* 1 if d should get one more connection now (see dest_kick). */
+static int
+dest_wants_conn(struct queue *q, struct dest *d)
+{
+	struct mta_conn *c;
+	size_t absorb = 0;
+
+	if (q->stopping || q->draining || q->cfg->queue_only || d->nready == 0)
+		return 0;
+	if (util_now_ms() < d->backoff_until)
+		return 0;
+	if (d->nconns >= d->conf->max_connections)
+		return 0;
+	/*
+	 * One connection at a time until one to this destination has got
+	 * through its opening (greeting, EHLO, STARTTLS) since the last
+	 * failure (a dead or broken host costs one attempt, not
+	 * max_connections); after that, as many in parallel as the backlog
+	 * needs, so a burst pays the TCP + TLS set-up once, not once per
+	 * connection in turn.
+	 */
+	if (d->connecting > 0 && !d->proven)
+		return 0;
+	/*
+	 * A new connection only for a backlog the open and opening ones
+	 * cannot absorb in their next window: else it would often arrive to
+	 * find nothing left (one TCP + TLS setup for no message).
+	 */
+	for (c = d->conns; c; c = mta_conn_next(c)) {
+		if (mta_conn_has_room(c))
+			return 0;
+		absorb += mta_conn_capacity(c);
+	}
+	return d->nready > absorb;
+}
+
 static void
 dest_kick(struct queue *q, struct dest *d)
 {
-	uint64_t now = util_now_ms();
 	struct mta_conn *c;
 
 	if (q->stopping || q->draining || d->nready == 0 || q->cfg->queue_only)
 		return;
 	for (c = d->conns; c && d->nready > 0; c = mta_conn_next(c))
 		mta_conn_kick(c);
-	if (d->nready == 0 || now < d->backoff_until)
-		return;
-	if (d->nconns >= d->conf->max_connections)
-		return;
-	/*
-	 * One connection at a time until a server of this destination has
-	 * greeted us (a dead host costs one attempt, not max_connections);
-	 * after that, as many in parallel as the backlog needs, so a burst
-	 * pays the TCP + TLS set-up once, not once per connection in turn.
-	 */
-	if (d->connecting > 0 && !d->proven)
-		return;
-	/*
-	 * A new connection only for a backlog the open and opening ones
-	 * cannot absorb in their next window: else it would often arrive to
-	 * find nothing left (one TCP + TLS setup for no message).
-	 */
-	{
-		size_t absorb = 0;
-		for (c = d->conns; c; c = mta_conn_next(c)) {
-			if (mta_conn_has_room(c))
-				return;
-			absorb += mta_conn_capacity(c);
-		}
-		if (d->nready <= absorb)
+	/* Bounded: each turn opens one connection, at most max_connections
+	 * are open, and a connection that fails at once clears proven. */
+	for (unsigned n = 0; n < d->conf->max_connections; n++) {
+		if (!dest_wants_conn(q, d) || !dest_hops(q, d))
 			return;
+		mta_conn_new(q->base, q, d, d->hops);
 	}
-	if (!dest_hops(q, d))
-		return;
-	mta_conn_new(q->base, q, d, d->hops);
 }
 
 struct delivery *
@@ -884,13 +896,8 @@ queue_conn_ok(struct queue *q, struct dest *d)
 {
 	d->failures = 0;
 	d->backoff_until = 0;
-}
-
-void
-queue_conn_greeted(struct queue *q, struct dest *d)
-{
 	d->proven = 1;
-	dest_kick(q, d);
+	dest_kick(q, d);   /* the other connections the backlog needs */
 }
 
 void
@@ -904,8 +911,17 @@ queue_conn_closed(struct queue *q, struct dest *d, struct mta_conn *c,
 	if (failed) {
 		log_info("R=%s connection failed: %s", d->key,
 		    reason ? reason : "unknown");
-		if (d->nconns == 0 && d->connecting == 0)
+		if (d->nconns == 0 && d->connecting == 0) {
 			dest_backoff(q, d, reason);
+		} else {
+			/* Others are still open and carry on; no new one
+			 * before the backoff (a server that greets and then
+			 * fails every session must not be redialled in a
+			 * loop). */
+			d->failures++;
+			d->backoff_until = util_now_ms() +
+			    backoff_ms(q, d->failures);
+		}
 	}
 	dest_kick(q, d);
 }
@@ -1631,6 +1647,7 @@ queue_reconfigure(struct queue *q, const struct config *cfg)
 		d->hops_expire = 0;
 		d->backoff_until = 0;
 		d->failures = 0;
+		d->no_chain_until = 0;   /* learned quirks are learned again */
 	}
 }
 

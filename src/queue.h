@@ -79,10 +79,11 @@ struct dest {
 	struct mta_conn *conns;    /* open connections */
 	unsigned nconns;
 	unsigned connecting;       /* lookups + connects in progress */
-	int proven;                /* a server greeted us since the last
+	int proven;                /* a connection got ready since the last
 	                              connection failure: connect in parallel */
-	int no_chain;              /* learned: its server loses commands
-	                              pipelined after the end of data */
+	uint64_t no_chain_until;   /* learned (monotonic ms): its server
+	                              loses commands pipelined after the end
+	                              of data; do not chain until then */
 	uint64_t backoff_until;    /* ms: no new connection before */
 	unsigned failures;         /* consecutive connection failures */
 	char *last_error;
@@ -151,10 +152,9 @@ void queue_conn_closed(struct queue *q, struct dest *d, struct mta_conn *c,
                        int failed, const char *reason);
 
 /* A connection reached the server (greeting): reset the backoff. */
+/* A connection got through its opening (ready for mail): the destination
+ * works, so the connections a backlog needs may be opened in parallel. */
 void queue_conn_ok(struct queue *q, struct dest *d);
-/* The server's 2xx greeting arrived: the destination is reachable, so
- * further connections may be opened in parallel. */
-void queue_conn_greeted(struct queue *q, struct dest *d);
 
 struct spool *queue_spool(struct queue *q);
 const struct config *queue_config(struct queue *q);

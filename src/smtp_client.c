@@ -214,7 +214,7 @@ static int
 exp_push(struct mta_conn *c, enum rkind k, struct mta_tx *tx, size_t i)
 {
 	if (c->exp_len == 0)
-		c->wait_ms = util_now_ms(); /* a wait for a reply begins */
+		c->wait_ms = util_mono_ms(); /* a wait for a reply begins */
 	if (c->exp_len == c->exp_cap) {
 		size_t ncap = c->exp_cap ? c->exp_cap * 2 : 64;
 		struct expect *nv = malloc(ncap * sizeof(*nv));
@@ -354,7 +354,7 @@ tx_finish(struct mta_conn *c, struct mta_tx *tx, int final_code,
 {
 	struct delivery *dlv = tx->dlv;
 	char info[400];
-	uint64_t dt = util_now_ms() - tx->start_ms;
+	uint64_t dt = util_mono_ms() - tx->start_ms;
 
 	conn_loginfo(c, tx, info, sizeof(info));
 	for (size_t i = 0; i < dlv->nr; i++) {
@@ -456,7 +456,7 @@ tx_start(struct mta_conn *c, struct delivery *dlv)
 	tx->size = env->content_size;
 	tx->chained = c->pipelining && !c->chunking && c->txs != NULL;
 	tx->seq = ++c->msgs;
-	tx->start_ms = util_now_ms();
+	tx->start_ms = util_mono_ms();
 	if (c->txs_tail)
 		c->txs_tail->next = tx;
 	else
@@ -636,22 +636,34 @@ conn_free(struct mta_conn *c)
  * server to lose its input buffer: they answer the "." and never the MAIL
  * that followed, until their timeout closes the connection. If a
  * connection fails while the oldest command waiting for its reply is such
- * a chained MAIL, the destination stops chaining (as chain_after_data =
- * no would) for as long as it is known; the work is re-queued and goes out
- * on the next connection one round trip later per message, instead of
- * stalling each connection for the server's timeout.
+ * a chained MAIL that has waited at least NO_CHAIN_WAIT (or the reply
+ * timeout, if shorter) since the last reply, the destination stops
+ * chaining (as chain_after_data = no would) for NO_CHAIN_TIME or until a
+ * SIGHUP; the work is re-queued and goes out on the next connection one
+ * round trip later per message, instead of stalling each connection for
+ * the server's timeout. The wait tells this apart from a server that
+ * answers "." (often 5xx, content filters) and drops the connection at
+ * once, which is no reason to stop chaining.
  */
+#define NO_CHAIN_WAIT 5000               /* ms */
+#define NO_CHAIN_TIME (24ull * 3600 * 1000)
+
 static void
 learn_no_chain(struct mta_conn *c)
 {
 	struct expect e;
+	uint64_t now = util_mono_ms(), wait = NO_CHAIN_WAIT;
 
-	if (c->exp_len == 0 || c->d->no_chain)
+	if (c->exp_len == 0 || now < c->d->no_chain_until)
 		return;
 	e = c->exp[c->exp_head];
 	if (e.kind != RK_MAIL || e.tx == NULL || !e.tx->chained)
 		return;
-	c->d->no_chain = 1;
+	if ((uint64_t)c->conf->reply_timeout * 1000 < wait)
+		wait = (uint64_t)c->conf->reply_timeout * 1000;
+	if (now - c->wait_ms < wait)
+		return;
+	c->d->no_chain_until = now + NO_CHAIN_TIME;
 	log_info("R=%s H=%s [%s]: the server did not answer a MAIL pipelined "
 	    "after the end of data; not chaining transactions to it from now "
 	    "on (as chain_after_data = no)", c->d->key, conn_host(c), c->ip);
@@ -757,7 +769,6 @@ conn_opening_reply(struct mta_conn *c, const struct smtp_reply *r,
 		}
 		conn_ehlo(c);
 		conn_enter(c, C_EHLO);
-		queue_conn_greeted(c->q, c->d);
 		return;
 	case C_EHLO:
 	case C_EHLO2:
@@ -1024,7 +1035,7 @@ conn_read(struct mta_conn *c)
 				conn_try_next(c, "malformed reply");
 			return;
 		}
-		c->wait_ms = util_now_ms(); /* progress */
+		c->wait_ms = util_mono_ms(); /* progress */
 		if (c->state == C_READY || c->state == C_QUIT) {
 			buf_consume(in, used);
 			conn_reply(c, &r);
@@ -1138,14 +1149,14 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 	switch (ev) {
 	case IO_CONNECTED:
 		conn_enter(c, C_GREETING);
-		c->wait_ms = util_now_ms();
+		c->wait_ms = util_mono_ms();
 		break;
 	case IO_DATAIN:
 		conn_read(c);
 		break;
 	case IO_LOWAT:
 		if (c->state == C_READY && c->streaming) {
-			c->wait_ms = util_now_ms(); /* the server takes content */
+			c->wait_ms = util_mono_ms(); /* the server takes content */
 			if (conn_stream(c) == -1) {
 				conn_close(c, 1, "spool read error");
 				break;
@@ -1166,12 +1177,12 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 		}
 		conn_ehlo(c);
 		conn_enter(c, C_EHLO2);
-		c->wait_ms = util_now_ms();
+		c->wait_ms = util_mono_ms();
 		break;
 	case IO_TIMEOUT:
 		if (c->state == C_READY && c->exp_len == 0 && !c->streaming)
 			break; /* idle: the idle timer decides */
-		if (c->state != C_CONNECTING && util_now_ms() < conn_deadline(c))
+		if (c->state != C_CONNECTING && util_mono_ms() < conn_deadline(c))
 			break; /* early: re-armed below */
 		if (c->reached)
 			conn_close(c, 1, "timeout waiting for the server");
@@ -1206,7 +1217,7 @@ conn_io(struct io *io, enum io_event ev, void *arg)
 static int
 conn_exhausted(const struct mta_conn *c)
 {
-	uint64_t age_ms = util_now_ms() - c->opened_ms;
+	uint64_t age_ms = util_mono_ms() - c->opened_ms;
 
 	return c->d->q_draining ||
 	    c->msgs >= c->conf->max_messages_per_connection ||
@@ -1228,8 +1239,8 @@ mta_conn_has_room(const struct mta_conn *c)
 		for (const struct mta_tx *t = c->txs; t; t = t->next)
 			if (!t->content_done)
 				return 0;
-		return c->ntx < (c->conf->chain_after_data && !c->d->no_chain ?
-		    2u : 1u);
+		return c->ntx < (c->conf->chain_after_data &&
+		    util_mono_ms() >= c->d->no_chain_until ? 2u : 1u);
 	}
 	return c->ntx == 0;
 }
@@ -1287,7 +1298,7 @@ conn_timeout_update(struct mta_conn *c)
 		io_set_timeout(c->io, 0);
 		return;
 	}
-	now = util_now_ms();
+	now = util_mono_ms();
 	end = conn_deadline(c);
 	io_set_timeout(c->io, end <= now ? 1 : end - now > UINT_MAX ?
 	    UINT_MAX : (unsigned)(end - now));
@@ -1344,7 +1355,7 @@ mta_conn_describe(const struct mta_conn *c, char *buf, size_t len)
 	    "flight, %llus old", c->id, c->hops.nhosts ? conn_host(c) : "-",
 	    c->ip, c->port, cstate_names[c->state], tls ? tls : "no TLS",
 	    c->pipelining ? " L" : "", c->chunking ? " K" : "", c->msgs, c->ntx,
-	    (unsigned long long)((util_now_ms() - c->opened_ms) / 1000));
+	    (unsigned long long)((util_mono_ms() - c->opened_ms) / 1000));
 }
 
 struct mta_conn *
@@ -1374,7 +1385,7 @@ mta_conn_new(struct event_base *base, struct queue *q, struct dest *d,
 	c->conf = d->conf;
 	c->hops = *hops;
 	c->id = ++conn_counter;
-	c->opened_ms = util_now_ms();
+	c->opened_ms = util_mono_ms();
 	c->ev_idle = evtimer_new(base, conn_on_idle, c);
 	if (c->ev_idle == NULL) {
 		free(c);

@@ -178,7 +178,7 @@ release_client(struct smtp_server *srv, const char *ip, int counted)
 	if (!counted)
 		return;
 	lim = client_limits_of(srv->cfg);
-	client_release(srv->clients, ip, util_now_ms(), &lim);
+	client_release(srv->clients, ip, util_mono_ms(), &lim);
 }
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -189,7 +189,7 @@ static void
 session_enter(struct session *s, enum session_state st)
 {
 	if (st != s->state && (st == S_DATA || st == S_BDAT || st == S_TLS)) {
-		s->phase_start = util_now_ms();
+		s->phase_start = util_mono_ms();
 		s->phase_bytes = 0;
 	}
 	s->state = st;
@@ -246,7 +246,7 @@ vreply(struct session *s, int is_error, const char *fmt, va_list ap)
 	s->errors++;
 	if (s->client_counted) {
 		struct client_limits lim = client_limits_of(s->srv->cfg);
-		if (client_error(s->srv->clients, s->ip, util_now_ms(), &lim))
+		if (client_error(s->srv->clients, s->ip, util_mono_ms(), &lim))
 			log_info("s%llu client [%s] refused for %us from now: "
 			    "%u error replies within %us (max_client_errors)",
 			    (unsigned long long)s->id, s->ip,
@@ -425,7 +425,7 @@ static void
 deadline_update(struct session *s)
 {
 	const struct listen_conf *lc = s->conf;
-	uint64_t now = util_now_ms(), dl = 0;
+	uint64_t now = util_mono_ms(), dl = 0;
 
 	switch (s->state) {
 	case S_COMMAND:
@@ -1435,7 +1435,7 @@ refuse(struct smtp_server *srv, int fd, const char *fmt)
 static void
 refusal_log_roll(struct smtp_server *srv)
 {
-	uint64_t now = util_now_ms();
+	uint64_t now = util_mono_ms();
 
 	if (now - srv->refusal_window < 1000)
 		return;
@@ -1483,7 +1483,7 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 		struct client_limits lim = client_limits_of(srv->cfg);
 		unsigned info;
 
-		switch (client_admit(srv->clients, ip, util_now_ms(), &lim,
+		switch (client_admit(srv->clients, ip, util_mono_ms(), &lim,
 		    &info)) {
 		case CLIENT_OK:
 			counted = 1;

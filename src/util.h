@@ -18,6 +18,9 @@
 void util_queue_id(char *out, size_t outlen);
 
 uint64_t util_now_ms(void);
+/* Milliseconds of CLOCK_MONOTONIC: for timeouts, deadlines and durations
+ * (a step of the wall clock must not fire or stretch them). */
+uint64_t util_mono_ms(void);
 
 /* "2026-11-29 12:00:00.123" (local time) into buf (>= 24 bytes). */
 void util_fmt_logtime(char *buf, size_t len, uint64_t ms);

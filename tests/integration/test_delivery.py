@@ -960,12 +960,12 @@ def test_journal_prevents_redelivery_after_crash(petrel_factory, sink_factory):
 # 17. connection ramp-up: one probe, then parallel
 
 
-def test_parallel_connects_after_first_greeting(petrel_factory, sink_factory, tmp_path):
-    """With a backlog and a destination that answered, Petrel opens the
-    connections the backlog needs in parallel: all max_connections are
-    connecting before the first message is delivered (opened one after
-    another, each waiting for the previous to finish EHLO/STARTTLS/EHLO,
-    only 2 would be)."""
+def test_parallel_connects_once_one_is_ready(petrel_factory, sink_factory, tmp_path):
+    """With a backlog, once one connection to the destination got through
+    its opening (greeting, EHLO, STARTTLS, EHLO), Petrel opens the others
+    the backlog needs in parallel: all max_connections are connecting
+    before the first message is delivered (opened one after another, each
+    waiting for the previous to be ready, only 2 would be)."""
     sink = sink_factory()
     proxy = DelayProxy(0, sink.port, 100, workdir=str(tmp_path / "proxy"))
     proxy.start()

@@ -1479,3 +1479,28 @@ def test_client_errors_include_sync_errors_and_timeouts(petrel_factory):
     p.wait_log(rf"client \[{re.escape(src)}\] refused for 30s")
     r = refused_at_connect(p, src)
     assert r is not None and r[0].code == 421 and "too many errors" in r[0].text, r
+
+
+def test_starttls_behind_end_of_data_then_gone(petrel_factory):
+    """A client that is not held to synchronization pipelines STARTTLS
+    behind the end of data and goes away (or sends garbage instead of a
+    handshake). The STARTTLS is answered from the spool's completion, not
+    from an io callback; the handshake must not start (and fail, freeing
+    the session) under the running command loop: under make test-asan this
+    was a heap-use-after-free in session_process. 20 rounds, then the
+    daemon still serves."""
+    p = petrel_factory(listen={"enforce_sync": "no"})
+    for i in range(20):
+        c = p.connect()
+        c.ehlo()
+        expect(c.mail(), 250, "2.1.0")
+        expect(c.rcpt(), 250, "2.1.5")
+        expect(c.cmd("DATA"), 354)
+        tail = b"\x16\x03\x01\x00\x05garbage" if i % 2 else b""
+        c.send(make_message(subject=f"then STARTTLS {i}") + b".\r\nSTARTTLS\r\n" + tail)
+        c.close()
+    time.sleep(0.3)
+    p.check_alive()
+    with p.session() as c:
+        c.ehlo()
+        c.send_message(make_message())

@@ -600,3 +600,44 @@ def test_server_losing_commands_after_dot_is_learned(petrel_factory, peer_factor
     timeouts = log_grep(p, r"closed: timeout")
     assert len(timeouts) == 1, "\n".join(timeouts)
     assert all(d["L"] for d in dl)        # still pipelining MAIL/RCPT/DATA
+
+
+def test_server_failing_every_session_is_not_redialled_in_a_loop(petrel_factory,
+                                                                 peer_factory):
+    """The server greets, then answers EHLO with 421 on every connection,
+    while 200 messages wait (a backlog that asks for all max_connections).
+    Petrel never gets a connection ready, so it opens one at a time and
+    backs off after each failure (retry_initial 1s, retry_max 2s here):
+    a handful of connections in 4 s, not hundreds; the messages stay
+    queued and are deferred (so max_queue_time applies)."""
+    text = b"421 4.3.2 Service not available, closing channel\r\n"
+    peer = peer_factory(rules=lambda i: [Rule("EHLO", reply=text, then="close")])
+    p = petrel_to(petrel_factory, peer, dest={"max_connections": 10}, start=False)
+    msgs = make_msgs("storm", 200)
+    preload(p, msgs)
+    time.sleep(4)
+    n = len(peer.sessions)
+    assert 1 <= n <= 6, f"{n} connections in 4 s"
+    assert len(p.queue_ids()) == 200
+    assert log_grep(p, r"retry in \d+s"), tail(p)
+    daemon_alive(p)
+
+
+def test_reject_and_drop_after_dot_is_not_learned_as_losing_commands(
+        petrel_factory, peer_factory):
+    """A content filter answers the first "." with 550 and drops the
+    connection at once (Exim's drop ACL does): the chained MAIL behind it is
+    unanswered, but only because the server left. Petrel bounces that
+    message, delivers the rest, and does not stop chaining to the
+    destination (that is for servers that sit on lost commands)."""
+    peer = peer_factory(chunking=False, rules={1: [
+        Rule("END", reply=b"550 5.7.1 Content rejected\r\n", then="close")]})
+    p = petrel_to(petrel_factory, peer, dest=FAST, start=False)
+    msgs = make_msgs("dropacl", 4)
+    preload(p, msgs)
+    rej = wait_until(lambda: log_grep(p, r" \*\* .*550 5\.7\.1"), 10,
+                     "the 550 in the log", lambda: tail(p))
+    qid = rej[0].split()[2]
+    first = next(m for m in msgs if m.qid == qid)
+    settle(p, peer, msgs, delivered={first.tid: []}, bounces=1, timeout=30)
+    assert not log_grep(p, r"did not answer a MAIL pipelined"), tail(p)
