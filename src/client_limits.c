@@ -6,6 +6,8 @@
  */
 #include "client_limits.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +25,35 @@ struct client {
 struct client_table {
 	struct client *b[NBUCKETS];
 	size_t n;
+	uint64_t last_sweep;     /* ms: the full table is swept at most once
+	                            a second */
 };
+
+/*
+ * The key of an address: IPv4 as it is; IPv6 by its /64 (one site or one
+ * customer line usually has a whole /64, and rotating addresses within it
+ * must not escape the limits); IPv4-mapped IPv6 as the IPv4 address.
+ */
+void
+client_key(const char *ip, char *out, size_t outlen)
+{
+	struct in6_addr a;
+	char net[INET6_ADDRSTRLEN];
+
+	if (strchr(ip, ':') == NULL || inet_pton(AF_INET6, ip, &a) != 1) {
+		snprintf(out, outlen, "%s", ip);
+		return;
+	}
+	if (IN6_IS_ADDR_V4MAPPED(&a)) {
+		inet_ntop(AF_INET, &a.s6_addr[12], out, (socklen_t)outlen);
+		return;
+	}
+	memset(&a.s6_addr[8], 0, 8);
+	if (inet_ntop(AF_INET6, &a, net, sizeof(net)) == NULL)
+		snprintf(out, outlen, "%s", ip);
+	else
+		snprintf(out, outlen, "%s/64", net);
+}
 
 static unsigned
 hash_ip(const char *ip)
@@ -109,7 +139,7 @@ client_admit(struct client_table *t, const char *ip, uint64_t now,
 
 	*info = 0;
 	if (c != NULL) {
-		if (now < c->blocked_until) {
+		if (now < c->blocked_until && lim->max_errors > 0) {
 			uint64_t left = c->blocked_until - now;
 			*info = (unsigned)((left + 999) / 1000);
 			return CLIENT_BLOCKED;
@@ -124,6 +154,9 @@ client_admit(struct client_table *t, const char *ip, uint64_t now,
 	if (strlen(ip) >= sizeof(c->ip))
 		return CLIENT_UNTRACKED;
 	if (t->n >= CLIENTS_MAX) {
+		if (now - t->last_sweep < 1000)
+			return CLIENT_UNTRACKED;
+		t->last_sweep = now;
 		sweep(t, now, lim);
 		if (t->n >= CLIENTS_MAX)
 			return CLIENT_UNTRACKED;

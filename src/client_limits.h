@@ -59,6 +59,13 @@ void client_release(struct client_table *t, const char *ip, uint64_t now_ms,
 int client_error(struct client_table *t, const char *ip, uint64_t now_ms,
                  const struct client_limits *lim);
 
+/*
+ * The table key of a client address (string from util_addr_str): IPv4 as
+ * it is, IPv6 as its /64 ("2001:db8:1:2::/64"), IPv4-mapped as IPv4.
+ * out: at least 64 bytes.
+ */
+void client_key(const char *ip, char *out, size_t outlen);
+
 /* Addresses tracked now (status, tests). */
 size_t client_table_size(const struct client_table *t);
 

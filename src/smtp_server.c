@@ -66,6 +66,8 @@
 #define SESSION_HASH 1024
 #define REFUSAL_LOG_BURST 20   /* connection refusals logged per second;
                                   the rest are counted in one line */
+#define CLOSING_LINGER_MS 30000 /* to flush the last replies, then free */
+#define OUT_PAUSE 65536        /* replies queued: stop reading commands */
 #define RCPT_OVERSHOOT 10      /* RCPTs past max_recipients that are not
                                   counted as errors: 10 x the limit */
 
@@ -96,6 +98,8 @@ struct session {
 	                             line, 0 = none */
 	uint64_t phase_start;     /* ms: entered S_DATA, S_BDAT or S_TLS */
 	uint64_t phase_bytes;     /* content bytes since phase_start */
+	int bdat_phase;           /* phase_start: first chunk of this BDAT
+	                             transaction */
 	enum session_state state;
 	char ip[64];
 	int port;
@@ -174,11 +178,13 @@ static void
 release_client(struct smtp_server *srv, const char *ip, int counted)
 {
 	struct client_limits lim;
+	char key[64];
 
 	if (!counted)
 		return;
 	lim = client_limits_of(srv->cfg);
-	client_release(srv->clients, ip, util_mono_ms(), &lim);
+	client_key(ip, key, sizeof(key));
+	client_release(srv->clients, key, util_mono_ms(), &lim);
 }
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -188,10 +194,17 @@ static void deadline_update(struct session *s);
 static void
 session_enter(struct session *s, enum session_state st)
 {
-	if (st != s->state && (st == S_DATA || st == S_BDAT || st == S_TLS)) {
+	/* The content phase of a BDAT transaction spans all its chunks
+	 * (and the BDAT commands between them): it starts once, at the
+	 * first chunk, and tx_reset() ends it. */
+	if (st != s->state && (st == S_DATA || st == S_TLS ||
+	    (st == S_BDAT && !s->bdat_phase))) {
 		s->phase_start = util_mono_ms();
 		s->phase_bytes = 0;
+		s->bdat_phase = st == S_BDAT;
 	}
+	if (st == S_CLOSING && s->state != S_CLOSING)
+		s->phase_start = util_mono_ms();
 	s->state = st;
 	if (st != S_GREETING)
 		deadline_update(s);
@@ -246,10 +259,13 @@ vreply(struct session *s, int is_error, const char *fmt, va_list ap)
 	s->errors++;
 	if (s->client_counted) {
 		struct client_limits lim = client_limits_of(s->srv->cfg);
-		if (client_error(s->srv->clients, s->ip, util_mono_ms(), &lim))
+		char key[64];
+
+		client_key(s->ip, key, sizeof(key));
+		if (client_error(s->srv->clients, key, util_mono_ms(), &lim))
 			log_info("s%llu client [%s] refused for %us from now: "
 			    "%u error replies within %us (max_client_errors)",
-			    (unsigned long long)s->id, s->ip,
+			    (unsigned long long)s->id, key,
 			    s->srv->cfg->client_penalty_time, lim.max_errors,
 			    s->srv->cfg->client_penalty_time);
 	}
@@ -316,6 +332,7 @@ hash_find(struct smtp_server *srv, uint64_t id)
 static void
 tx_reset(struct session *s)
 {
+	s->bdat_phase = 0;
 	free(s->sender);
 	s->sender = NULL;
 	for (size_t i = 0; i < s->nrcpt; i++)
@@ -421,6 +438,18 @@ session_greet(struct session *s)
  * data_timeout (like Postfix's smtpd_per_request_deadline and
  * smtpd_min_data_rate).
  */
+/* The content deadline of the current DATA or BDAT phase, 0 = none. */
+static uint64_t
+content_deadline(const struct session *s)
+{
+	const struct listen_conf *lc = s->conf;
+
+	if (lc->min_data_rate == 0)
+		return 0;
+	return s->phase_start + (uint64_t)lc->data_timeout * 1000 +
+	    s->phase_bytes * 1000 / lc->min_data_rate;
+}
+
 static void
 deadline_update(struct session *s)
 {
@@ -431,21 +460,28 @@ deadline_update(struct session *s)
 	case S_COMMAND:
 		if (buf_len(io_in(s->io)) == 0 && !s->overlong) {
 			s->line_start = 0;
-			break;
+		} else {
+			if (s->line_start == 0)
+				s->line_start = now;
+			dl = s->line_start + (uint64_t)lc->command_timeout * 1000;
 		}
-		if (s->line_start == 0)
-			s->line_start = now;
-		dl = s->line_start + (uint64_t)lc->command_timeout * 1000;
+		/* between the chunks of a BDAT transaction its content
+		 * deadline still runs */
+		if (s->bdat_phase && content_deadline(s) &&
+		    (dl == 0 || content_deadline(s) < dl))
+			dl = content_deadline(s);
 		break;
 	case S_TLS:
 		dl = s->phase_start + (uint64_t)lc->command_timeout * 1000;
 		break;
 	case S_DATA:
 	case S_BDAT:
-		if (lc->min_data_rate == 0)
-			break;
-		dl = s->phase_start + (uint64_t)lc->data_timeout * 1000 +
-		    s->phase_bytes * 1000 / lc->min_data_rate;
+		dl = content_deadline(s);
+		break;
+	case S_CLOSING:
+		/* the last replies are flushed, then the session goes; a
+		 * client that does not read them is not waited for long */
+		dl = s->phase_start + CLOSING_LINGER_MS;
 		break;
 	default:
 		break;
@@ -475,12 +511,20 @@ session_on_timer(evutil_socket_t fd, short what, void *arg)
 		    (unsigned long long)s->id, s->ip, s->port);
 		session_free(s);
 		return;
-	} else if (s->state != S_CLOSING) {
+	} else if (s->state == S_CLOSING) {
+		log_info("s%llu [%s]:%d closing: the client does not read our "
+		    "last replies, dropped", (unsigned long long)s->id, s->ip,
+		    s->port);
+		session_free(s);
+		return;
+	} else {
+		int content = s->state != S_COMMAND || (s->bdat_phase &&
+		    content_deadline(s) && util_mono_ms() >= content_deadline(s));
 		log_info("s%llu H=%s [%s] too slow in state %s (%s), closing",
 		    (unsigned long long)s->id, s->helo[0] ? s->helo : "(none)",
-		    s->ip, state_names[s->state], s->state == S_COMMAND ?
-		    "command line not complete within command_timeout" :
-		    "content slower than min_data_rate");
+		    s->ip, state_names[s->state], content ?
+		    "content slower than min_data_rate" :
+		    "command line not complete within command_timeout");
 		tx_reset(s);
 		reply(s, "421 4.4.2 %s Error: timeout exceeded",
 		    s->srv->cfg->hostname);
@@ -611,7 +655,7 @@ msg_finish(struct session *s)
 		log_info("s%llu H=%s [%s] F=<%s> temporarily rejected: spool "
 		    "write failed: %s", (unsigned long long)s->id, s->helo,
 		    s->ip, s->sender, strerror(s->write_err));
-		reply(s, "452 4.3.1 Insufficient system storage");
+		reply_not_error(s, "452 4.3.1 Insufficient system storage");
 		goto reject;
 	}
 	if (s->hdrcap)
@@ -640,7 +684,7 @@ msg_finish(struct session *s)
 		if (spool_msg_commit(m, &env, s->id) == -1) {
 			log_info("s%llu %s cannot serialize envelope",
 			    (unsigned long long)s->id, s->qid);
-			reply(s, "451 4.3.0 Local error in processing");
+			reply_not_error(s, "451 4.3.0 Local error in processing");
 			goto reject;
 		}
 	}
@@ -675,7 +719,7 @@ smtp_server_spool_done(uint64_t token, const char *id, int err, void *arg)
 		log_info("s%llu H=%s [%s] F=<%s> temporarily rejected: spool "
 		    "commit failed: %s", (unsigned long long)s->id, s->helo,
 		    s->ip, s->sender, strerror(err));
-		reply(s, "452 4.3.1 Insufficient system storage");
+		reply_not_error(s, "452 4.3.1 Insufficient system storage");
 	} else {
 		const char *tls = io_tls_info(s->io);
 		log_info("%s <= %s H=%s [%s] P=%s%s%s S=%llu id=%s", id,
@@ -737,7 +781,7 @@ bdat_chunk_done(struct session *s)
 	if (s->bdat_discard) {
 		int code = s->bdat_code;
 		if (code == 452)
-			reply(s, "452 4.3.1 Insufficient system storage");
+			reply_not_error(s, "452 4.3.1 Insufficient system storage");
 		else if (code == 552)
 			reply(s, "552 5.3.4 Message size exceeds fixed limit");
 		else
@@ -852,7 +896,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if (s->transactions >= s->conf->max_messages) {
-		reply(s, "451 4.5.3 Too many messages in this session "
+		reply_not_error(s, "451 4.5.3 Too many messages in this session "
 		    "(MAILMAX %u)", s->conf->max_messages);
 		return;
 	}
@@ -896,7 +940,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if ((s->sender = strdup(path.addr)) == NULL) {
-		reply(s, "451 4.3.0 Out of memory");
+		reply_not_error(s, "451 4.3.0 Out of memory");
 		return;
 	}
 	s->in_tx = 1;
@@ -975,7 +1019,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 		size_t ncap = s->rcpt_cap ? s->rcpt_cap * 2 : 8;
 		char **nv = realloc(s->rcpt, ncap * sizeof(*nv));
 		if (nv == NULL) {
-			reply(s, "452 4.3.0 Out of memory");
+			reply_not_error(s, "452 4.3.0 Out of memory");
 			return;
 		}
 		s->rcpt = nv;
@@ -990,7 +1034,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 		    cfg->nlocal_domains ? cfg->local_domains[0] : cfg->hostname);
 	}
 	if ((s->rcpt[s->nrcpt] = strdup(path.addr)) == NULL) {
-		reply(s, "452 4.3.0 Out of memory");
+		reply_not_error(s, "452 4.3.0 Out of memory");
 		return;
 	}
 	s->nrcpt++;
@@ -1017,7 +1061,7 @@ cmd_data(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if (msg_begin(s) == -1) {
-		reply(s, "452 4.3.1 Insufficient system storage");
+		reply_not_error(s, "452 4.3.1 Insufficient system storage");
 		tx_reset(s);
 		return;
 	}
@@ -1192,8 +1236,13 @@ session_process(struct session *s)
 		}
 		if (s->state != S_COMMAND)
 			break;
+		/* A client that pipelines commands and does not read the
+		 * replies: stop here; the input buffer fills, reading stops
+		 * (io.c), and IO_LOWAT resumes once the replies are out. */
+		if (io_outlen(s->io) > OUT_PAUSE)
+			break;
 		if (s->srv->draining && !s->in_tx) {
-			reply(s, "421 4.3.2 %s Service shutting down",
+			reply_not_error(s, "421 4.3.2 %s Service shutting down",
 			    s->srv->cfg->hostname);
 			session_close(s);
 			break;
@@ -1266,6 +1315,8 @@ session_io(struct io *io, enum io_event ev, void *arg)
 	case IO_LOWAT:
 		if (s->state == S_CLOSING)
 			session_free(s);
+		else if (s->state == S_COMMAND && buf_len(io_in(s->io)) > 0)
+			session_process(s);   /* paused on OUT_PAUSE */
 		return;
 	case IO_CONNECTED: /* cannot happen: accepted sockets */
 		return;
@@ -1388,7 +1439,7 @@ smtp_server_drain(struct smtp_server *srv)
 			if (s->state == S_COMMAND || s->state == S_GREETING) {
 				if (s->ev_timer)
 					event_del(s->ev_timer);
-				reply(s, "421 4.3.2 %s Service shutting down",
+				reply_not_error(s, "421 4.3.2 %s Service shutting down",
 				    srv->cfg->hostname);
 				session_close(s);
 			}
@@ -1482,8 +1533,10 @@ smtp_server_accept(struct smtp_server *srv, const struct smtp_listener *lst,
 	    !cidr_list_match(&srv->cfg->client_limit_exceptions, peer)) {
 		struct client_limits lim = client_limits_of(srv->cfg);
 		unsigned info;
+		char key[64];
 
-		switch (client_admit(srv->clients, ip, util_mono_ms(), &lim,
+		client_key(ip, key, sizeof(key));
+		switch (client_admit(srv->clients, key, util_mono_ms(), &lim,
 		    &info)) {
 		case CLIENT_OK:
 			counted = 1;

@@ -192,21 +192,31 @@ spool_journal_one(struct spool *sp, struct spool_msg *m, int *dirsync)
 	return err;
 }
 
+/*
+ * The message file only; its journal goes after the queue/ fsync of the
+ * batch (spool_unlink_journal): a journal without its message is ignored
+ * (and swept at start), but a message that survives a crash must find its
+ * journal, or recipients it records as done would be delivered again.
+ */
 static int
 spool_remove_one(struct spool *sp, struct spool_msg *m)
 {
 	char path[PATH_MAX];
-	int err = 0;
 
-	/* The message first: a journal without its message is ignored. If
-	 * the message stays, its journal must stay too. */
 	if (spool_path(sp, "queue", m->id, path, sizeof(path)) == 0 &&
 	    unlink(path) == -1 && errno != ENOENT)
 		return errno;
+	return 0;
+}
+
+static void
+spool_unlink_journal(struct spool *sp, struct spool_msg *m)
+{
+	char path[PATH_MAX];
+
 	if (spool_path(sp, "journal", m->id, path, sizeof(path)) == 0 &&
-	    unlink(path) == -1 && errno != ENOENT)
-		err = errno;
-	return err;
+	    unlink(path) == -1 && errno != ENOENT && m->result == 0)
+		m->result = errno;
 }
 
 static void *
@@ -280,6 +290,9 @@ spool_worker(void *arg)
 					m->result = e;
 			}
 		}
+		for (m = batch; m; m = m->next)
+			if (m->kind == JOB_REMOVE && m->result == 0)
+				spool_unlink_journal(sp, m);
 
 		pthread_mutex_lock(&sp->lock);
 		*sp->done_tail = batch;

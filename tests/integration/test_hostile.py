@@ -1504,3 +1504,70 @@ def test_starttls_behind_end_of_data_then_gone(petrel_factory):
     with p.session() as c:
         c.ehlo()
         c.send_message(make_message())
+
+
+def test_slowloris_bdat_chunks_are_cut(petrel_factory):
+    """One-octet BDAT chunks now and then: the content deadline runs over
+    the whole BDAT transaction (from its first chunk, the BDAT commands in
+    between included), so tiny chunks cannot keep it open past
+    data_timeout."""
+    p = petrel_factory(listen={"data_timeout": "1s", "command_timeout": "5s"})
+    with p.session(timeout=5) as c:
+        expect(c.mail(), 250, "2.1.0")
+        expect(c.rcpt(), 250, "2.1.5")
+        t0 = time.monotonic()
+        r = None
+        for _ in range(10):
+            c.send(b"BDAT 1\r\nx")
+            r = c.read_reply()
+            if r.code != 250:
+                break
+            time.sleep(0.6)
+        took = time.monotonic() - t0
+    assert r is not None and (r.code, r.enh) == (421, "4.4.2"), r
+    assert took < 3.0, f"{took:.1f}s"
+    p.wait_log(r"too slow in state COMMAND \(content slower than min_data_rate\)")
+
+
+def test_pipelining_client_that_never_reads(petrel_factory):
+    """A client pipelines 1,000,000 RSETs (allowed anywhere in a group, RFC
+    2920 3.1) and reads nothing: Petrel stops
+    taking commands once 64 KiB of replies wait, so its memory stays flat;
+    when the client reads, every command is answered in order."""
+    p = petrel_factory()
+    pid = p.proc.pid
+    rss0 = rss_kib(pid)
+    n = 1_000_000
+    with p.session(timeout=30) as c:
+        c.ehlo()
+        c.sock.setblocking(False)
+        data = b"RSET\r\n" * n
+        sent = 0
+        deadline = time.monotonic() + 5
+        while sent < len(data) and time.monotonic() < deadline:
+            try:
+                sent += c.sock.send(data[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.05)
+        time.sleep(0.5)
+        rss_mid = rss_kib(pid)
+        c.sock.setblocking(True)
+        c.sock.settimeout(30)
+        # now read everything, and send the rest
+        got = b""
+        want = n * len(b"250 2.0.0 Ok\r\n")   # RSET's reply
+        t_end = time.monotonic() + 60
+        while len(got) < want and time.monotonic() < t_end:
+            if sent < len(data):
+                c.sock.setblocking(False)
+                try:
+                    sent += c.sock.send(data[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+                c.sock.setblocking(True)
+                c.sock.settimeout(30)
+            got += c.sock.recv(1 << 20)
+    assert got.count(b"\r\n") == n, got.count(b"\r\n")
+    assert all(ln.startswith(b"250 ") for ln in got.split(b"\r\n")[:-1])
+    assert SANITIZED or rss_mid - rss0 < 4 * 1024, (rss0, rss_mid)
+    p.check_alive()

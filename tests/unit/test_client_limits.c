@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <string.h>
 
 #include "client_limits.h"
 
@@ -152,6 +153,43 @@ test_zero_means_no_limit(void **state)
 	client_table_free(t);
 }
 
+static void
+test_key(void **state)
+{
+	char k[64];
+
+	client_key("192.0.2.1", k, sizeof(k));
+	assert_string_equal(k, "192.0.2.1");
+	client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", k, sizeof(k));
+	assert_string_equal(k, "2001:db8:1:2::/64");
+	client_key("2001:db8:1:2::1", k, sizeof(k));
+	assert_string_equal(k, "2001:db8:1:2::/64");
+	client_key("::ffff:192.0.2.7", k, sizeof(k));
+	assert_string_equal(k, "192.0.2.7");
+	client_key("::1", k, sizeof(k));
+	assert_string_equal(k, "::/64");
+	client_key("not an address", k, sizeof(k));
+	assert_string_equal(k, "not an address");
+}
+
+static void
+test_penalty_lifted_when_limit_off(void **state)
+{
+	struct client_table *t = client_table_new();
+	struct client_limits off = LIM;
+	unsigned info;
+
+	assert_int_equal(client_admit(t, "192.0.2.3", 0, &LIM, &info), CLIENT_OK);
+	for (int i = 0; i < 5; i++)
+		client_error(t, "192.0.2.3", 10, &LIM);
+	assert_int_equal(client_admit(t, "192.0.2.3", 20, &LIM, &info),
+	    CLIENT_BLOCKED);
+	off.max_errors = 0;     /* SIGHUP: max_client_errors = 0 */
+	assert_int_equal(client_admit(t, "192.0.2.3", 20, &off, &info),
+	    CLIENT_OK);
+	client_table_free(t);
+}
+
 int
 main(void)
 {
@@ -162,6 +200,8 @@ main(void)
 	    cmocka_unit_test(test_entries_expire),
 	    cmocka_unit_test(test_table_bounded),
 	    cmocka_unit_test(test_zero_means_no_limit),
+	    cmocka_unit_test(test_key),
+	    cmocka_unit_test(test_penalty_lifted_when_limit_off),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
