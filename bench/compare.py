@@ -2,7 +2,7 @@
 """Petrel side by side with Postfix and Exim, outbound and inbound (issue 5).
 
     bench/compare.py [--messages 500] [--size 1024] [--rtt 0,10,50]
-                     [--large-size 102400] [--large-rtt 10,50]
+                     [--large-size 102400] [--large-rtt 0,10,50]
                      [--mta petrel,postfix,exim] [--data-rtt 10]
                      [--sessions 1,20,100,20d] [--inbound-messages 2000]
                      [--out docs/bench] [--json FILE] [--timeout 600]
@@ -400,9 +400,9 @@ def main():
     ap.add_argument("--rtt", default="0,10,50", help="RTTs in ms, comma separated")
     ap.add_argument("--large-size", type=int, default=102400,
                     help="a second message size for outbound, at --large-rtt")
-    ap.add_argument("--large-rtt", default="10,50",
+    ap.add_argument("--large-rtt", default="0,10,50",
                     help="RTTs (ms) for --large-size; '' for none")
-    ap.add_argument("--large-messages", type=int, default=200,
+    ap.add_argument("--large-messages", type=int, default=500,
                     help="N for --large-size (Exim needs ~0.13 s per 100 KB message at 50 ms)")
     ap.add_argument("--mta", default="petrel,postfix,exim")
     ap.add_argument("--data-rtt", default="10",
