@@ -49,6 +49,8 @@ PETREL = os.path.join(ROOT, "build", "petrel")
 TICK = os.sysconf("SC_CLK_TCK")
 DOMAIN = "bench.example"
 
+from peers import EXIM_BASE_CONF  # noqa: E402  (tests/interop/peers.py)
+
 
 def free_port():
     with socket.socket() as s:
@@ -349,21 +351,7 @@ class PostfixBench:
 
 
 # --------------------------------------------------------------------------
-EXIM_BENCH_CONF = """\
-exim_path = {bin}
-keep_environment =
-exim_user = mail
-exim_group = mail
-never_users =
-trusted_users = root:mail
-primary_hostname = exim.bench.test
-spool_directory = {dir}/spool
-log_file_path = {dir}/log/%slog
-pid_file_path = {dir}/exim.pid
-local_interfaces = 127.0.0.1
-daemon_smtp_ports = {port}
-host_lookup =
-rfc1413_hosts =
+EXIM_BENCH_CONF = EXIM_BASE_CONF.replace("PRIMARY_HOSTNAME", "exim.bench.test") + """\
 tls_advertise_hosts =
 acl_smtp_rcpt = acl_rcpt
 # delivery held while the messages are received; a queue run releases them

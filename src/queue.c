@@ -344,16 +344,32 @@ journal_done(uint64_t token, const char *id, int err, void *arg)
 	msg_maybe_finalize(q, m);
 }
 
+/*
+ * One journal line (docs/internals/QUEUE.md) into line[size]: CR and LF of
+ * the reason become spaces, a long reason is cut, and the line always
+ * ends with its "\n". Returns its length.
+ */
+static size_t
+journal_format(char *line, size_t size, char kind, size_t r, const char *why)
+{
+	int n = snprintf(line, size - 1, "%c %zu %llu%s%s", kind, r,
+	    (unsigned long long)util_now_ms(), why ? " " : "", why ? why : "");
+	size_t len = n < 0 ? 0 : (size_t)n > size - 2 ? size - 2 : (size_t)n;
+
+	for (size_t i = 0; i < len; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
+	line[len++] = '\n';
+	line[len] = '\0';
+	return len;
+}
+
 static void
 journal(struct queue *q, struct qmsg *m, char kind, size_t r, const char *why)
 {
 	char line[1024];
 
-	snprintf(line, sizeof(line), "%c %zu %llu%s%s\n", kind, r,
-	    (unsigned long long)util_now_ms(), why ? " " : "", why ? why : "");
-	for (char *p = line; *p && p[1]; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+	journal_format(line, sizeof(line), kind, r, why);
 	if (spool_journal(q->sp, m->env.id, line, journal_done, q, 0) == 0)
 		m->journal_pending++;
 	else
@@ -372,12 +388,7 @@ journal_sync(struct queue *q, struct qmsg *m, char kind, size_t r,
 	int fd, created = 0, rc = 0;
 	size_t len;
 
-	snprintf(line, sizeof(line), "%c %zu %llu%s%s\n", kind, r,
-	    (unsigned long long)util_now_ms(), why ? " " : "", why ? why : "");
-	len = strlen(line);
-	for (size_t i = 0; i + 1 < len; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
+	len = journal_format(line, sizeof(line), kind, r, why);
 	snprintf(path, sizeof(path), "%s/journal/%s", q->cfg->spool_dir,
 	    m->env.id);
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1 &&

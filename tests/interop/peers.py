@@ -182,14 +182,17 @@ class AiosmtpdPeer(Peer):
         return out
 
 
-EXIM_CONF = """\
+# The part of a private Exim's configuration that every use shares (the
+# interop peer below, bench/peers_bench.py): its own binary, spool, logs
+# and loopback port, no lookups of the client. Fill in PRIMARY_HOSTNAME.
+EXIM_BASE_CONF = """\
 exim_path = {bin}
 keep_environment =
 exim_user = mail
 exim_group = mail
 never_users =
 trusted_users = root:mail
-primary_hostname = exim.peer.test
+primary_hostname = PRIMARY_HOSTNAME
 spool_directory = {dir}/spool
 log_file_path = {dir}/log/%slog
 pid_file_path = {dir}/exim.pid
@@ -197,6 +200,9 @@ local_interfaces = 127.0.0.1
 daemon_smtp_ports = {port}
 host_lookup =
 rfc1413_hosts =
+"""
+
+EXIM_CONF = EXIM_BASE_CONF.replace("PRIMARY_HOSTNAME", "exim.peer.test") + """\
 message_size_limit = 60M
 tls_advertise_hosts = *
 tls_certificate = {dir}/cert.pem
