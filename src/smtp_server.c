@@ -518,8 +518,13 @@ session_on_timer(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 		return;
 	} else {
-		int content = s->state != S_COMMAND || (s->bdat_phase &&
-		    content_deadline(s) && util_mono_ms() >= content_deadline(s));
+		/* the deadline deadline_update() chose (the timer may fire a
+		 * millisecond early, so do not compare with the clock) */
+		uint64_t cdl = s->bdat_phase ? content_deadline(s) : 0;
+		uint64_t ldl = s->line_start ? s->line_start +
+		    (uint64_t)s->conf->command_timeout * 1000 : 0;
+		int content = s->state != S_COMMAND ||
+		    (cdl && (ldl == 0 || cdl <= ldl));
 		log_info("s%llu H=%s [%s] too slow in state %s (%s), closing",
 		    (unsigned long long)s->id, s->helo[0] ? s->helo : "(none)",
 		    s->ip, state_names[s->state], content ?
